@@ -1,0 +1,180 @@
+"""Every key of a jaxdiff diffusion sweep, with its default and a one-line comment.
+
+Other configs start from `base.get_config()` and change what differs. Swept values
+(the n-grid, seeds, data blocks, learning rates) are tuples: every combination becomes
+one run on the leading models axis of one compiled program. Override any key from the
+command line, e.g.
+
+  python -m jaxdiff.main --config=configs/digits.py --workdir=/tmp/digits \
+      --config.data.n_train=8,32,128 --config.data.seeds=0 --config.train.num_steps=4000
+
+The random-features study (experiment = "random_features") has its own keys, all in
+configs/random_features.py.
+"""
+
+import ml_collections
+
+
+def get_config():
+  """The defaults: the paper's CelebA setting (SM A.1), sized for a GPU."""
+  config = ml_collections.ConfigDict()
+  # What to run: "diffusion" (the sweep trainer) or "random_features" (Sect. 3 study).
+  config.experiment = "diffusion"
+  # Root seed. A run's key is derived from (seed, the run's data.seeds value) only, so a
+  # run gives the same numbers alone, inside any sweep, and on any number of devices.
+  config.seed = 0
+
+  # ---------------------------------------------------------------- data
+  config.data = data = ml_collections.ConfigDict()
+  # digits | gmm | gaussian | celeb_a | cifar10.
+  data.dataset = "celeb_a"
+  # The n-grid: training-set sizes, strictly increasing. One run per (n, seed, index, lr).
+  data.n_train = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+  # Seeds of the runs (model init, noise, batch order); the data subset does not depend on it.
+  data.seeds = (0,)
+  # Data blocks: run with index i trains on images [i*n, (i+1)*n) of the ordered pool
+  # (the authors' `-i`); several indices give disjoint training sets.
+  data.index = (0,)
+  # Side of the square images (CelebA/CIFAR: resize shorter side, then center-crop).
+  data.image_size = 32
+  # Convert images to one grayscale channel (the paper) instead of RGB.
+  data.grayscale = True
+  # Held-out images for the test loss, taken from the end of the ordered pool.
+  data.num_test = 2048
+  # Order of the pool: -1 keeps the dataset's own order (the authors' first-n images);
+  # a seed >= 0 applies a fixed permutation first.
+  data.order_seed = -1
+  # Subtract each run's own training mean (a scalar per channel), the paper's only preprocessing.
+  data.center = True
+  # Dimension of the synthetic data (gmm, gaussian).
+  data.dim = 8
+  # GMM: the two components are N(+mu 1_d, I) and N(-mu 1_d, I) (paper SM B: mu = 1).
+  data.gmm_mean = 1.0
+  # GMM / gaussian: size of the synthetic pool drawn once from data.order_seed (>= n + num_test).
+  data.pool_size = 65536
+  # gaussian: eigenvalues of the data covariance and their weights (a discrete spectrum).
+  data.cov_eigs = (1.0,)
+  data.cov_weights = (1.0,)
+  # tensorflow-datasets data_dir ("" = TFDS default, ~/tensorflow_datasets).
+  data.tfds_data_dir = ""
+
+  # ---------------------------------------------------------------- model
+  config.model = model = ml_collections.ConfigDict()
+  # unet (paper SM A.1) | mlp (paper SM B residual MLP).
+  model.name = "unet"
+  # Base width W (U-Net channels at the first level; MLP hidden width).
+  model.width = 32
+  # U-Net channel multipliers per resolution level (the paper: 1, 2, 4).
+  model.channel_mult = (1, 2, 4)
+  # Self-attention at each level (the paper: the two coarsest).
+  model.attention = (False, True, True)
+  # Residual blocks per level in the encoder (the decoder has one more).
+  model.num_res_blocks = 2
+  # Attention heads.
+  model.num_heads = 4
+  # GroupNorm groups (channel counts must be divisible by it).
+  model.num_groups = 8
+  # Dropout before the second convolution of each residual block (the paper: 0.1).
+  model.dropout = 0.1
+  # MLP: number of residual blocks (paper SM B: 3).
+  model.num_blocks = 3
+  # How convolutions run when a models axis is vmapped: native | unroll | im2col.
+  model.conv_batching = "native"
+  # Parameter dtype for matmuls/convs ("float32" | "bfloat16" compute).
+  model.dtype = "float32"
+
+  # ---------------------------------------------------------------- diffusion
+  config.diffusion = diffusion = ml_collections.ConfigDict()
+  # Number of DDPM steps T.
+  diffusion.num_steps = 1000
+  # Linear beta schedule (paper SM A.1).
+  diffusion.beta_min = 1e-4
+  diffusion.beta_max = 2e-2
+  # Training time indices are uniform in [min_train_index, T-1] (the authors: 1).
+  diffusion.min_train_index = 1
+
+  # ---------------------------------------------------------------- optimiser
+  config.optim = optim = ml_collections.ConfigDict()
+  # sgd (with momentum; the paper) | adam (paper SM A.3).
+  optim.name = "sgd"
+  # Learning rates; a tuple sweeps them as runs.
+  optim.lr = (0.01,)
+  # SGD momentum (PyTorch semantics: no dampening, no Nesterov).
+  optim.momentum = 0.95
+  # Adam moments.
+  optim.b1 = 0.9
+  optim.b2 = 0.999
+  optim.eps = 1e-8
+  # EMA of the parameters used for evaluation; 0 = off (the paper used none).
+  optim.ema_decay = 0.0
+
+  # ---------------------------------------------------------------- training
+  config.train = train = ml_collections.ConfigDict()
+  # Total optimiser steps per run.
+  train.num_steps = 2_000_000
+  # Batch size B.
+  train.batch_size = 512
+  # min: batch min(B, n), shuffled epochs without replacement (the paper);
+  # replacement: batch B for every n, drawn with replacement; full: batch n (paper SM A.2).
+  train.batch_policy = "min"
+  # Most optimiser steps per dispatch (one lax.scan); chunks also end at evaluation times.
+  train.steps_per_dispatch = 1000
+  # How runs are laid out inside one device: auto | unroll | vmap (auto: unroll on CPU).
+  train.models_axis = "auto"
+  # Devices along the mesh's 'data' axis (splits one run's batch); the rest go to 'models'.
+  train.data_parallel = 1
+  # Save a checkpoint at least this often (seconds), besides every evaluation time.
+  train.checkpoint_every_secs = 1800.0
+  # Keep this many checkpoints (the latest ones).
+  train.max_checkpoints = 2
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = evaluate = ml_collections.ConfigDict()
+  # Explicit evaluation steps; empty = the grid below. The last step is always included.
+  evaluate.times = ()
+  # paper: the milestone grid of the paper's figures (paper.md 1.5) cut at num_steps;
+  # log: num_times log-spaced steps between first_time and num_steps.
+  evaluate.grid = "paper"
+  evaluate.num_times = 40
+  evaluate.first_time = 250
+  # Generated samples per run and evaluation time (the paper: 10,000).
+  evaluate.num_samples = 10_000
+  # Samples generated together (bounds memory).
+  evaluate.sample_batch = 1000
+  # ddim | ddpm | em (Euler-Maruyama of the reverse SDE).
+  evaluate.sampler = "ddim"
+  # Sampler steps T' (the paper: 200 DDIM steps).
+  evaluate.sampler_steps = 200
+  # DDIM eta: 0 = deterministic (the paper), 1 = stochastic.
+  evaluate.ddim_eta = 0.0
+  # Memorization threshold k on ||x - a1|| / ||x - a2|| (paper eq. 6).
+  evaluate.k = 1 / 3
+  # Further thresholds also reported (the paper: 1/2 and 1/4 do not change the scaling).
+  evaluate.k_extra = (1 / 2, 1 / 4)
+  # Bootstrap resamples for the f_mem interval.
+  evaluate.n_bootstrap = 1000
+  # OU time of the fixed-time train/test losses (paper Fig. 2 middle: 0.01).
+  evaluate.loss_t = 0.01
+  # Noise draws of the fixed-time losses.
+  evaluate.loss_noise_draws = 5
+  # Quality metric: auto | fid | classifier_fd | pixel_fd | gmm | none
+  # (auto: fid when inception_weights is set, gmm for gmm data, else classifier_fd).
+  evaluate.quality = "auto"
+  # Path of pytorch-fid's Inception weights (pt_inception-2015-12-05-*.pth) or their .npz port.
+  evaluate.inception_weights = ""
+  # FID reference: disjoint sets of test images (the paper: 5 sets of 10,000).
+  evaluate.fid_num_sets = 5
+  evaluate.fid_set_size = 10_000
+  # Runs shown in the sample / nearest-neighbour grids, and samples per grid.
+  evaluate.grid_runs = 4
+  evaluate.grid_samples = 16
+
+  # ---------------------------------------------------------------- report
+  config.report = report = ml_collections.ConfigDict()
+  # tau_gen: first time quality is within this relative tolerance of its minimum, for good.
+  report.tau_gen_tol = 0.1
+  # tau_mem: first time f_mem exceeds this fraction with its bootstrap lower bound above 0.
+  report.tau_mem_threshold = 0.01
+  # Write the report automatically at the end of the sweep.
+  report.auto = True
+  return config

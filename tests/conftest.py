@@ -1,0 +1,31 @@
+"""Test set-up shared by every test file.
+
+Eight fake CPU devices are created before JAX starts, so sharding tests can compare
+1 device against 8 in one process (optax's sharding tests do the same). Plots use the
+non-interactive Agg backend.
+"""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+  on_accelerator = jax.default_backend() != "cpu"
+  has_torch = importlib.util.find_spec("torch") is not None
+  skip_gpu = pytest.mark.skip(reason="needs an accelerator")
+  skip_torch = pytest.mark.skip(reason="needs torch (pip install -e '.[torch]')")
+  for item in items:
+    if "gpu" in item.keywords and not on_accelerator:
+      item.add_marker(skip_gpu)
+    if "torch" in item.keywords and not has_torch:
+      item.add_marker(skip_torch)
