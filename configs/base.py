@@ -175,6 +175,15 @@ def get_config():
   report.tau_gen_tol = 0.1
   # tau_mem: first time f_mem exceeds this fraction with its bootstrap lower bound above 0.
   report.tau_mem_threshold = 0.01
+  # tau_gen: an absolute floor on that tolerance band (in quality units; e.g. ~0.02 nats for
+  # the GMM KL, whose minimum is near 0).
+  report.tau_gen_abs_tol = 0.0
+  # Loss-gap onset: test - train loss beyond this many standard deviations of their noise.
+  report.loss_gap_sigmas = 2.0
+  # Phase diagram: boundaries at these multiples of tau_gen (paper Fig. 3: 1, 3, 8).
+  report.phase_multipliers = (1.0, 3.0, 8.0)
+  # Confidence level of the fitted intervals.
+  report.conf = 0.95
   # Write the report automatically at the end of the sweep.
   report.auto = True
   return config

@@ -45,6 +45,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
   try:
+    # mkstemp creates 0600 files; results are meant to be shared like any output file.
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()

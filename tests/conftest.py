@@ -29,3 +29,10 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(skip_gpu)
     if "torch" in item.keywords and not has_torch:
       item.add_marker(skip_torch)
+
+# Sweeps with identical programs (a reference run and its resumed twin) compile once per
+# test session: JAX's persistent compilation cache, in a per-session directory.
+import tempfile  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxdiff-xla-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,0 +1,85 @@
+"""jaxdiff's command line: the only module (with jaxdiff.report) that defines flags.
+
+  python -m jaxdiff.main --config=configs/digits.py --workdir=/tmp/digits
+  python -m jaxdiff.main --config=configs/celeba.py --workdir=DIR --config.data.n_train=1024,2048
+  python -m jaxdiff.main --config=configs/gmm.py:cpu --workdir=DIR
+  python -m jaxdiff.main --config=configs/random_features.py --workdir=DIR
+
+Rerunning a command on the same workdir resumes it. The experiment is chosen by
+`config.experiment`: "diffusion" (the sweep trainer, jaxdiff.train) or "random_features"
+(the theory study, jaxdiff.theory.study). A user mistake (a config value, a missing
+dataset, a foreign workdir) ends with one line naming the key or file and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from jaxdiff.errors import JaxdiffError
+
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path of a config file (configs/*.py[:arg]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; rerun to resume.")
+
+EXPERIMENTS = ("diffusion", "random_features")
+
+
+def _fail(message: str) -> None:
+  print(f"jaxdiff: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, with config-override mistakes turned into one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0] if str(e) else repr(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for unknown keys or badly typed overrides.
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ")
+    _fail(f"bad --config override: {text}")
+
+
+def run(config, workdir: str):
+  """Dispatches on config.experiment."""
+  experiment = config.get("experiment", "diffusion")
+  if experiment == "diffusion":
+    from jaxdiff import train
+    return train.train_and_evaluate(config, workdir)
+  if experiment == "random_features":
+    from jaxdiff.theory import study
+    return study.run_study(config, workdir)
+  from jaxdiff.errors import ConfigError
+  raise ConfigError("experiment", experiment, f"one of {EXPERIMENTS}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; use --config=... --workdir=... and "
+          "--config.KEY=VALUE overrides")
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/digits.py")
+  if not _WORKDIR.value:
+    _fail("--workdir is required, e.g. --workdir=/tmp/jaxdiff_digits")
+  if jax.process_index() == 0:
+    print(f"jaxdiff: JAX {jax.__version__}, process {jax.process_index() + 1}/"
+          f"{jax.process_count()}, {jax.device_count()} {jax.default_backend()} device(s)",
+          file=sys.stderr)
+  try:
+    result = run(_CONFIG.value, _WORKDIR.value)
+  except JaxdiffError as e:
+    _fail(str(e))
+  if result:
+    print(f"jaxdiff: report written to {result}")
+
+
+if __name__ == "__main__":
+  jax.config.config_with_absl()
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,600 @@
+"""The sweep trainer: every run of a config trained and evaluated in one compiled program.
+
+  train_and_evaluate(config, workdir)
+
+Data flow (design.md): config -> run table [M runs] -> data on device once -> stacked
+train state [M, ...] created in its sharding -> chunks of optimizer steps (one
+`lax.fori_loop` per dispatch, up to the next evaluation time) -> one jitted evaluation of
+all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report.
+
+Per-run functions (train_step, evaluate.evaluate_run) are written for ONE run; they are
+lifted over the local slice of the models axis (`sharding.lift`: unroll or vmap) inside a
+`jax.shard_map` over the ('models', 'data') mesh, so runs never communicate and the same
+config gives the same numbers on 1 or 8 devices. n, the data offset, the centering mean and
+the learning rate are traced values: a new n-grid of the same size and capacity reuses the
+compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from jaxdiff import checkpointing
+from jaxdiff import diffusion
+from jaxdiff import eval_times
+from jaxdiff import evaluate
+from jaxdiff import fileio
+from jaxdiff import input_pipeline
+from jaxdiff import models
+from jaxdiff import runs as runs_lib
+from jaxdiff import sharding
+from jaxdiff import train_state as ts
+from jaxdiff import validation
+from jaxdiff.errors import JaxdiffError
+
+MODELS, DATA = sharding.MODELS, sharding.DATA
+
+
+def _say(message: str) -> None:
+  """A progress line that does not break the progress bar."""
+  from tqdm.auto import tqdm
+  tqdm.write(f"jaxdiff: {message}", file=sys.stderr)
+
+
+class TrainingDiverged(JaxdiffError):
+  """A run's loss became non-finite (the message names the runs and the last good step)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """Static settings of the train step."""
+  batch: int            # static batch of the program
+  batch_size: int       # configured B
+  policy: str
+  min_index: int
+  data_parallel: int
+  ema_decay: float
+
+
+def train_step(state: ts.TrainState, inputs: dict, pool: jax.Array, *, model, tx, schedule,
+               spec: StepSpec) -> ts.TrainState:
+  """One optimizer step of ONE run (the eps-prediction loss on its own mini-batch).
+
+  With a 'data' mesh axis larger than one, each device of the axis takes its slice of the
+  batch (the draws are made for the whole batch first, so they do not depend on the
+  layout) and the loss sums and gradients are summed over the axis.
+  """
+  key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
+  k_batch, k_noise, k_drop = jax.random.split(key, 3)
+  idx, weights, order = ts.next_batch(state.order, inputs["n"], k_batch, spec.batch,
+                                      spec.policy, spec.batch_size)
+  x0 = pool[inputs["offset"] + idx] - inputs["mean"]
+  t_idx, noise = diffusion.sample_train_noise(k_noise, x0, schedule, spec.min_index)
+  if spec.data_parallel > 1:
+    shard = jax.lax.axis_index(DATA)
+    size = spec.batch // spec.data_parallel
+    take = lambda a: jax.lax.dynamic_slice_in_dim(a, shard * size, size)
+    x0, weights, t_idx, noise = take(x0), take(weights), take(t_idx), take(noise)
+    k_drop = jax.random.fold_in(k_drop, shard)
+
+  def loss_sum(params):
+    eps_fn = lambda x, t: model.apply({"params": params}, x, t, train=True,
+                                      rngs={"dropout": k_drop})
+    total, _ = diffusion.eps_loss(eps_fn, schedule, x0, weights, t_idx, noise)
+    return total
+
+  total, grads = jax.value_and_grad(loss_sum)(state.params)
+  count = jnp.sum(weights)
+  if spec.data_parallel > 1:
+    total, count, grads = jax.lax.psum((total, count, grads), DATA)
+  grads = jax.tree.map(lambda g: g / count, grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if ema is not None:
+    d = spec.ema_decay
+    ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       ema_params=ema, order=order, loss_sum=state.loss_sum + total / count,
+                       loss_count=state.loss_count + 1.0)
+
+
+def _batched(fn, x: jax.Array, batch: int) -> jax.Array:
+  """fn over the leading axis of x in chunks of `batch` (zero-padded), via lax.map."""
+  n = x.shape[0]
+  b = min(batch, n)
+  pad = (-n) % b
+  if pad:
+    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+  out = jax.lax.map(fn, x.reshape((-1, b) + x.shape[1:]))
+  return out.reshape((-1,) + out.shape[2:])[:n]
+
+
+class Programs:
+  """The compiled pieces of a sweep: init, a chunk of steps, the evaluation."""
+
+  def __init__(self, mesh, strategy, model, tx, schedule, step_spec: StepSpec,
+               eval_spec: evaluate.EvalSpec, quality, example, capacity, ema: bool,
+               quality_batch: int = 250):
+    self.mesh = mesh
+    spec_m, spec_r = P(MODELS), P()
+    lift = functools.partial(sharding.lift, strategy=strategy)
+
+    def init_local(inputs):
+      one = lambda inp, _: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
+                                                 example, capacity, ema)
+      return lift(one)(inputs, None)
+
+    self._init_local = init_local
+    self.init = jax.jit(jax.shard_map(init_local, mesh=mesh, in_specs=(spec_m,),
+                                      out_specs=spec_m, check_vma=False))
+
+    def chunk_local(states, inputs, pool, num_steps):
+      step = lambda args, pool_: train_step(args[0], args[1], pool_, model=model, tx=tx,
+                                            schedule=schedule, spec=step_spec)
+      lifted = lift(step)
+      return jax.lax.fori_loop(0, num_steps, lambda i, s: lifted((s, inputs), pool), states)
+
+    self.chunk = jax.jit(
+        jax.shard_map(chunk_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r),
+                      out_specs=spec_m, check_vma=False),
+        donate_argnums=0)
+
+    def reset_local(states):
+      return states.replace(loss_sum=jnp.zeros_like(states.loss_sum),
+                            loss_count=jnp.zeros_like(states.loss_count))
+
+    self.reset_losses = jax.jit(reset_local, donate_argnums=0,
+                                out_shardings=sharding.models_sharding(mesh))
+
+    def eval_local(states, inputs, pool, test, qparams, step):
+      def one(args, shared):
+        state, inp = args
+        params = state.ema_params if state.ema_params is not None else state.params
+        key = jax.random.fold_in(jax.random.fold_in(state.key, 2), step)
+        return evaluate.evaluate_run(model, schedule, eval_spec, params, inp["n"],
+                                     inp["offset"], inp["mean"], key, shared[0], shared[1])
+      outs = lift(one)((states, inputs), (pool, test))
+      images = outs.pop("images")
+      if quality is not None:
+        from jaxdiff.metrics import quality as quality_lib
+        m, s = images.shape[:2]
+        feats = _batched(lambda x: quality.features(qparams, x),
+                         images.reshape((m * s,) + images.shape[2:]), quality_batch)
+        feats = feats.reshape(m, s, -1)
+        outs["q_mu"], outs["q_sigma"] = jax.vmap(quality_lib.feature_moments)(feats)
+      return outs
+
+    self.evaluate = jax.jit(jax.shard_map(
+        eval_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r, spec_r, spec_r),
+        out_specs=spec_m, check_vma=False))
+
+  def abstract_state(self, inputs) -> Any:
+    """Shapes and shardings of the stacked state (for restoring a checkpoint)."""
+    shapes = jax.eval_shape(self.init, inputs)
+    return checkpointing.abstract_with_sharding(shapes, sharding.models_sharding(self.mesh))
+
+
+class _StopFlag:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between dispatches."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not in the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signal is not None:  # a second signal: stop at once
+      raise KeyboardInterrupt
+    self.signal = signum
+    logging.warning("signal %d: saving a checkpoint after the current dispatch", signum)
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _quality_kind(config, dataset) -> str:
+  kind = config.eval.quality
+  if kind != "auto":
+    return kind
+  if config.eval.inception_weights:
+    return "fid"
+  if config.data.dataset == "gmm":
+    return "gmm"
+  if dataset.kind == "image" and dataset.pool_labels is not None:
+    return "classifier_fd"
+  return "pixel_fd"
+
+
+def _reference_sets(dataset, table, eval_cfg) -> list[np.ndarray]:
+  """Disjoint held-out sets for the quality metric: pool images no run trains on.
+
+  The paper uses 5 sets of 10,000 images; with fewer spare images the sets shrink (at
+  least one set, falling back to the test split when the spare pool is tiny).
+  """
+  spare = dataset.pool[table.pool_size:]
+  size, num = eval_cfg.fid_set_size, eval_cfg.fid_num_sets
+  sets = [spare[i * size:(i + 1) * size] for i in range(num) if (i + 1) * size <= len(spare)]
+  if sets:
+    return sets
+  if len(spare) >= 100:
+    logging.warning("only %d spare pool images: one quality reference set of that size",
+                    len(spare))
+    return [spare]
+  logging.warning("no spare pool images: the quality reference set is the test split")
+  return [dataset.test]
+
+
+def _run_inputs(table: runs_lib.RunTable, dataset, config, num_padded: int) -> dict:
+  """Per-run traced inputs, padded to the models-axis size by repeating the last run."""
+  rows = list(table.runs) + [table.runs[-1]] * (num_padded - table.num_runs)
+  channels = dataset.pool.shape[-1]
+  means = []
+  for r in rows:
+    if config.data.center:
+      m = np.asarray(input_pipeline.train_mean(dataset.pool[r.offset:r.offset + r.n]),
+                     np.float32)
+      means.append(np.broadcast_to(m, (channels,)))
+    else:
+      means.append(np.zeros((channels,), np.float32))
+  keys = np.stack([np.asarray(runs_lib.run_key(config.seed, r.seed)) for r in rows])
+  return dict(
+      n=np.asarray([r.n for r in rows], np.int32),
+      offset=np.asarray([r.offset for r in rows], np.int32),
+      mean=np.stack(means).astype(np.float32),
+      lr=np.asarray([r.lr for r in rows], np.float32),
+      key=keys.astype(np.uint32))
+
+
+def _grid_runs(table: runs_lib.RunTable, count: int) -> list[int]:
+  """Runs shown in the sample grids: the first run of up to `count` n values, spread out."""
+  first_of_n = {}
+  for r in table.runs:
+    first_of_n.setdefault(r.n, r.run)
+  ids = list(first_of_n.values())
+  if len(ids) <= count:
+    return ids
+  pick = np.unique(np.round(np.linspace(0, len(ids) - 1, count)).astype(int))
+  return [ids[i] for i in pick]
+
+
+def num_params_of(model, example) -> int:
+  shapes = jax.eval_shape(lambda: ts.init_params(model, jax.random.PRNGKey(0), example))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+
+class Sweep:
+  """A sweep set up on its mesh: data on device, run table, compiled programs.
+
+  `Sweep(config, workdir).run()` trains and evaluates (train_and_evaluate does just
+  that); the pieces are attributes so that tools (capacity planning, compile checks,
+  tests) can use them without training.
+  """
+
+  def __init__(self, config, workdir: str, devices=None):
+    validation.validate_sweep(config)
+    # Counter-based random bits: a draw of shape [b, ...] is the prefix of the same draw of
+    # shape [B, ...], so a run's batches, noise and orders do not depend on the static
+    # batch or capacity of the sweep it is in (the default since JAX 0.5).
+    jax.config.update("jax_threefry_partitionable", True)
+    self.config, self.workdir = config, workdir
+    self.is_main = jax.process_index() == 0
+    self.resumed = checkpointing.claim_workdir(workdir, config.to_dict(), write=self.is_main)
+
+    self.table = table = runs_lib.build_run_table(config)
+    self.mesh = mesh = sharding.make_mesh(config.train.data_parallel, devices)
+    self.strategy = sharding.resolve_strategy(config.train.models_axis,
+                                              mesh.devices.flat[0].platform)
+    self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
+    quality_needs = config.eval.fid_num_sets * config.eval.fid_set_size
+    self.dataset = dataset = input_pipeline.load_dataset(
+        config.data, max_pool=table.pool_size + quality_needs)
+    input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
+    validation.validate_against_data(config, table, dataset, mesh)
+
+    self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
+    self.model = model = models.get_model(config.model, config.diffusion.num_steps)
+    tx = ts.make_optimizer(config.optim)
+    self.data_shape = data_shape = tuple(dataset.pool.shape[1:])
+    example = jnp.zeros((1,) + data_shape, jnp.float32)
+    self.num_params = num_params_of(model, example)
+
+    self.quality_kind = _quality_kind(config, dataset)
+    self.quality = None
+    if self.quality_kind in ("fid", "classifier_fd", "pixel_fd"):
+      from jaxdiff.metrics import quality as quality_lib
+      self.quality = quality_lib.make_quality_metric(
+          self.quality_kind, reference_sets=_reference_sets(dataset, table, config.eval),
+          train_images=dataset.pool, train_labels=dataset.pool_labels,
+          inception_weights=config.eval.inception_weights,
+          cache_dir=os.path.join(workdir, "cache"), seed=config.seed)
+
+    ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
+    eval_spec = evaluate.EvalSpec(
+        sampler=config.eval.sampler, sampler_steps=config.eval.sampler_steps,
+        ddim_eta=float(config.eval.ddim_eta), num_samples=config.eval.num_samples,
+        sample_batch=min(config.eval.sample_batch, config.eval.num_samples), ks=ks,
+        n_bootstrap=config.eval.n_bootstrap,
+        loss_index=diffusion.index_for_ou_time(schedule, config.eval.loss_t),
+        loss_draws=config.eval.loss_noise_draws, loss_batch=min(1024, table.capacity),
+        grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
+        data_shape=data_shape, capacity=table.capacity, image_data=dataset.kind == "image",
+        gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
+                  if self.quality_kind == "gmm" else None))
+    step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
+                         policy=config.train.batch_policy,
+                         min_index=config.diffusion.min_train_index,
+                         data_parallel=config.train.data_parallel,
+                         ema_decay=float(config.optim.ema_decay))
+    self.programs = Programs(mesh, self.strategy, model, tx, schedule, step_spec, eval_spec,
+                             self.quality, example, table.capacity,
+                             ema=config.optim.ema_decay > 0)
+
+    # Data on device once, replicated; the pool is zero-padded so that every run's
+    # [offset, offset + capacity) window is in range.
+    rep = sharding.replicated(mesh)
+    pool_host = np.concatenate([
+        dataset.pool[:table.pool_size],
+        np.zeros((table.capacity,) + data_shape, np.float32)]).astype(np.float32)
+    self.pool = sharding.global_array(pool_host, rep)
+    self.test = sharding.global_array(np.asarray(dataset.test, np.float32), rep)
+    self.qparams = (sharding.global_tree(self.quality.params, rep)
+                    if self.quality is not None and self.quality.params is not None else None)
+    self.inputs = self.make_inputs(table)
+
+  def make_inputs(self, table: runs_lib.RunTable) -> dict:
+    """The per-run traced inputs of a run table, sharded over 'models'."""
+    host = _run_inputs(table, self.dataset, self.config, self.num_padded)
+    return sharding.global_tree(host, sharding.models_sharding(self.mesh))
+
+  def write_run_table(self) -> None:
+    config, table = self.config, self.table
+    records = table.records(width=config.model.width, model=config.model.name,
+                            dataset=config.data.dataset, num_params=self.num_params)
+    for rec, r in zip(records, table.runs):
+      rec["batch_size"] = runs_lib.effective_batch(r.n, config.train.batch_size,
+                                                   config.train.batch_policy)
+    fileio.atomic_write_json(os.path.join(self.workdir, "runs.json"), records)
+
+  def run(self, stop_at_step: int | None = None) -> str | None:
+    """Trains and evaluates until train.num_steps (or stop_at_step), resuming if possible.
+
+    Returns:
+      The path of report.md when a report was written, else None.
+    """
+    config, table, programs, workdir = self.config, self.table, self.programs, self.workdir
+    is_main = self.is_main
+    inputs, pool, test, qparams = self.inputs, self.pool, self.test, self.qparams
+    if is_main:
+      self.write_run_table()
+
+    ckpt = checkpointing.Checkpointer(workdir, config.train.max_checkpoints)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    done_steps = {row["step"] for row in fileio.read_jsonl(metrics_path)}
+    latest = ckpt.latest_step()
+    wall_time = 0.0
+    if latest is not None:
+      state, record = ckpt.restore(programs.abstract_state(inputs), latest)
+      wall_time = float(record.get("wall_time", 0.0))
+      step = latest
+      if is_main:
+        _say(f"resumed {workdir} at step {step}")
+    else:
+      if self.resumed and done_steps and is_main:
+        _say(f"{workdir} has metrics but no checkpoint: restarting from step 0")
+      state = programs.init(inputs)
+      step = 0
+
+    num_steps = config.train.num_steps
+    final = num_steps if stop_at_step is None else min(num_steps, stop_at_step)
+    steps_to_eval = eval_times.evaluation_steps(config.eval, num_steps)
+    writer = _Writer(workdir, table, config, self.quality_kind, self.quality,
+                     self.num_params, is_main, _grid_runs(table, config.eval.grid_runs))
+
+    def run_evaluation(state, step):
+      t0 = time.time()
+      outs = sharding.fetch(programs.evaluate(state, inputs, pool, test, qparams,
+                                              jnp.asarray(step, jnp.int32)))
+      losses = sharding.fetch((state.loss_sum, state.loss_count))
+      writer.evaluation(step, outs, losses, wall_time + (time.time() - t0))
+      return time.time() - t0
+
+    # An evaluation step restored from a checkpoint whose rows were never written.
+    if step in steps_to_eval and step not in done_steps and step > 0:
+      wall_time += run_evaluation(state, step)
+      writer.commit(step)
+    if step in steps_to_eval:
+      state = programs.reset_losses(state)
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=num_steps, initial=step, unit="step", disable=not is_main,
+               dynamic_ncols=True, desc=f"{table.num_runs} runs")
+    last_save = time.time()
+    try:
+      with _StopFlag() as stop:
+        while step < final:
+          target = min([s for s in steps_to_eval if s > step] + [final])
+          target = min(target, step + config.train.steps_per_dispatch)
+          t0 = time.time()
+          new_state = programs.chunk(state, inputs, pool,
+                                     jnp.asarray(target - step, jnp.int32))
+          loss_sum = sharding.fetch(new_state.loss_sum)[:table.num_runs]
+          dt = time.time() - t0
+          bad = [r for r in table.runs if not np.isfinite(loss_sum[r.run])]
+          if bad:
+            names = ", ".join(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g})"
+                              for r in bad)
+            raise TrainingDiverged(
+                f"non-finite training loss between steps {step} and {target} in {names}; "
+                f"the last good checkpoint (step {ckpt.latest_step()}) and metrics are "
+                f"kept in {workdir}; lower optim.lr or drop those runs")
+          state = new_state
+          wall_time += dt
+          bar.update(target - step)
+          bar.set_postfix({"model-steps/s": f"{table.num_runs * (target - step) / dt:.3g}",
+                           **writer.postfix()}, refresh=False)
+          step = target
+          if step in steps_to_eval:
+            wall_time += run_evaluation(state, step)
+            ckpt.save(step, state, {"wall_time": wall_time})
+            writer.commit(step)
+            state = programs.reset_losses(state)
+            last_save = time.time()
+          elif (stop.signal is not None or step == final
+                or time.time() - last_save > config.train.checkpoint_every_secs):
+            ckpt.save(step, state, {"wall_time": wall_time})
+            last_save = time.time()
+          if stop.signal is not None:
+            if is_main:
+              _say(f"stopped at step {step} by signal {stop.signal}; rerun the same "
+                   "command to resume")
+            return None
+    finally:
+      bar.close()
+      ckpt.close()
+      writer.close()
+
+    if step >= num_steps and config.report.auto and is_main:
+      from jaxdiff import report
+      return report.write_report([workdir])
+    return None
+
+
+def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
+                       devices=None) -> str | None:
+  """Trains and evaluates every run of `config` in `workdir` (resuming it if it exists).
+
+  Args:
+    config: a diffusion-sweep config (configs/base.py keys).
+    workdir: the output directory (the unit of resume).
+    stop_at_step: stop (after checkpointing) once this many steps are done; for tests and
+      for splitting long sweeps into jobs.
+    devices: the devices of the mesh (default: all devices of all processes).
+
+  Returns:
+    The path of report.md when a report was written, else None.
+  """
+  return Sweep(config, workdir, devices).run(stop_at_step)
+
+
+class _Writer:
+  """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
+
+  Rows of an evaluation step are buffered by `evaluation` and appended by `commit` (after
+  the checkpoint of that step is on disk), so a crash never leaves rows that the next
+  resume would write again.
+  """
+
+  def __init__(self, workdir, table, config, quality_kind, quality, num_params, is_main,
+               grid_runs):
+    self.workdir, self.table, self.config = workdir, table, config
+    self.quality_kind, self.quality = quality_kind, quality
+    self.num_params, self.is_main, self.grid_runs = num_params, is_main, grid_runs
+    self.pending: list[dict] = []
+    self.latest: dict[int, dict] = {}
+    self.tb = None
+    if is_main:
+      try:
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:  # TensorBoard output is optional
+        self.tb = None
+
+  def _quality(self, outs, r):
+    if self.quality_kind == "gmm":
+      return float(outs["kl"][r]), None, "gmm_kl", "KL(P_theta || P_0) estimate (paper eqs. 26-28)"
+    if self.quality is None:
+      return None, None, self.quality_kind, "none"
+    mean, std = self.quality.distance(np.asarray(outs["q_mu"][r], np.float64),
+                                      np.asarray(outs["q_sigma"][r], np.float64))
+    return float(mean), float(std), self.quality.name, self.quality.label
+
+  def evaluation(self, step, outs, losses, wall_time):
+    loss_sum, loss_count = losses
+    cfg = self.config
+    extra_ks = [float(k) for k in cfg.eval.k_extra]
+    rows = []
+    for r in self.table.runs:
+      i = r.run
+      q, q_std, q_name, q_label = self._quality(outs, i)
+      row = dict(
+          step=int(step), run=i, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
+          width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
+          model=cfg.model.name,
+          loss=float(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else None,
+          train_loss=float(outs["train_loss"][i]), train_loss_std=float(outs["train_loss_std"][i]),
+          test_loss=float(outs["test_loss"][i]), test_loss_std=float(outs["test_loss_std"][i]),
+          k=float(cfg.eval.k), f_mem=float(outs["f_mem"][i, 0]),
+          f_mem_lo=float(outs["f_mem_lo"][i, 0]), f_mem_hi=float(outs["f_mem_hi"][i, 0]),
+          f_mem_extra={str(round(k, 4)): float(outs["f_mem"][i, j + 1])
+                       for j, k in enumerate(extra_ks)},
+          ratio_median=float(outs["ratio_median"][i]), num_samples=cfg.eval.num_samples,
+          quality=q, quality_std=q_std, quality_name=q_name, quality_label=q_label,
+          wall_time=float(wall_time))
+      if "score_error" in outs:
+        row["score_error"] = float(outs["score_error"][i])
+        row["kl"] = float(outs["kl"][i])
+      rows.append(row)
+    self.pending = rows
+    for row in rows:
+      self.latest[row["run"]] = row
+    if not self.is_main:
+      return
+    if self.tb is not None:
+      for row in rows:
+        tag = f"n{row['n']}_seed{row['seed']}_idx{row['index']}_lr{row['lr']:g}"
+        for name in ("f_mem", "quality", "train_loss", "test_loss", "loss"):
+          if row.get(name) is not None:
+            self.tb.add_scalar(f"{name}/{tag}", row[name], step)
+      self.tb.flush()
+    _say("step %d: %s" % (step, "  ".join(
+        f"n={row['n']} f_mem={row['f_mem']:.3f} q={row['quality'] if row['quality'] is None else round(row['quality'], 3)}"
+        for row in rows)))
+    if self.grid_runs and self.table.num_runs and cfg.eval.grid_samples > 0 and (
+        outs["grid_samples"].ndim == 5):
+      from jaxdiff.metrics import grids
+      ids = self.grid_runs
+      runs = {r.run: r for r in self.table.runs}
+      grids.save_sample_grid(
+          os.path.join(self.workdir, "samples", f"step_{step:09d}.png"),
+          outs["grid_samples"][ids], outs["grid_neighbours"][ids], outs["grid_ratios"][ids],
+          cfg.eval.k, [f"n={runs[i].n} seed={runs[i].seed}" for i in ids],
+          f"step {step}: samples (left) and nearest training images (right)")
+      fileio.atomic_write_json(os.path.join(self.workdir, "samples", f"step_{step:09d}.json"),
+                               {"step": step, "runs": ids})
+
+  def commit(self, step):
+    if self.is_main and self.pending:
+      fileio.append_jsonl(os.path.join(self.workdir, "metrics.jsonl"), self.pending)
+    self.pending = []
+
+  def postfix(self) -> dict:
+    if not self.latest:
+      return {}
+    fm = [self.latest[r]["f_mem"] for r in sorted(self.latest)]
+    return {"f_mem": " ".join(f"{v:.2f}" for v in fm[:8]) + (" ..." if len(fm) > 8 else "")}
+
+  def close(self):
+    if self.tb is not None:
+      self.tb.close()

@@ -1,0 +1,364 @@
+"""End-to-end tests of jaxdiff.report on synthetic workdirs with known onsets.
+
+The workdirs follow the layout of notes/schema (config.json, runs.json, metrics.jsonl,
+samples/): 2 widths x 4 n x 2 seeds, with curves built so that log-time interpolation
+recovers the onsets exactly:
+  tau_gen = 96000 / W (W tau_gen constant), tau_mem = 9600 n / W x (1, 1.1) for seeds
+  (0, 1) (300 n at W = 32), loss-gap onset = tau_mem / 2; evaluations at 0 and
+  100 * 2^k up to 25600, so W = 16, n = 64 (tau_mem 38400, 42240) is right-censored.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from configs import base
+from jaxdiff import fileio
+from jaxdiff import report
+from jaxdiff.errors import ConfigError, WorkdirError
+
+TIMES = [0] + [100 * 2 ** k for k in range(9)]  # up to 25600
+NS = (8, 16, 32, 64)
+SEEDS = (0, 1)
+SEED_FACTOR = {0: 1.0, 1: 1.1}
+NUM_PARAMS = {16: 30_000, 32: 110_000}
+THR, TOL, SIGMAS, LOSS_STD = 0.01, 0.1, 2.0, 0.01
+LABEL = "pixel-space Fréchet distance"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def true_tau_gen(w):
+  return 96000.0 / w
+
+
+def true_tau_mem(w, n, seed, alpha=1.0):
+  return 9600.0 * n ** alpha / w * SEED_FACTOR[seed]
+
+
+def _next_time(times, tau):
+  """First evaluation time at or after tau (inf beyond the grid)."""
+  later = [t for t in times if t >= tau]
+  return later[0] if later else math.inf
+
+
+def _prev_time(times, tau):
+  return max(t for t in times if t < tau)
+
+
+def quality_curve(times, tau_g, q_min):
+  """Log-linear through q_min (1 + TOL) exactly at tau_g, flat at q_min from the next evaluation."""
+  t_in = _next_time(times, tau_g)
+  out = []
+  for t in times:
+    if t == 0:
+      out.append(10 * q_min)
+    elif t <= t_in:
+      out.append(max(q_min, q_min * (1 + TOL * (1 + math.log(tau_g / t) / math.log(2)))))
+    else:
+      out.append(q_min)
+  return out
+
+
+def fmem_curve(times, tau_m):
+  """0 up to the evaluation before tau_m, then log-linear through THR at tau_m."""
+  t_prev = _prev_time(times, tau_m)
+  return [0.0 if t <= t_prev else min(0.9, THR * math.log(t / t_prev) / math.log(tau_m / t_prev))
+          for t in times]
+
+
+def gap_curve(times, t_gap):
+  """test - train: crosses its noise SIGMAS sqrt(2) LOSS_STD exactly at t_gap."""
+  noise = SIGMAS * math.sqrt(2) * LOSS_STD
+  return [0.0 if t == 0 else max(0.0, noise * (1 + math.log(t / t_gap) / math.log(2)))
+          for t in times]
+
+
+def make_sweep(width, times=TIMES, alpha=1.0, ns=NS, quality=None):
+  """(config, runs, rows) of a synthetic sweep of one width (`quality(t)` replaces q)."""
+  config = base.get_config()
+  config.data.dataset = "digits"
+  config.data.n_train = tuple(ns)
+  config.data.seeds = SEEDS
+  config.model.name = "mlp"
+  config.model.width = width
+  config = json.loads(fileio.dumps(config.to_dict()))
+  runs, rows = [], []
+  for n in ns:
+    for seed in SEEDS:
+      rid = len(runs)
+      ident = dict(run=rid, n=n, seed=seed, index=0, lr=1e-3, width=width,
+                   num_params=NUM_PARAMS.get(width, 1000), dataset="digits", model="mlp")
+      runs.append(dict(ident, batch_size=64))
+      q = quality_curve(times, true_tau_gen(width), q_min=40.0 + n / 8)
+      if quality is not None:
+        q = [quality(t) for t in times]
+      tau_m = true_tau_mem(width, n, seed, alpha)
+      f = fmem_curve(times, tau_m) if tau_m > times[1] else [0.0] * len(times)
+      gap = gap_curve(times, tau_m / 2)
+      for t, qv, fv, gv in zip(times, q, f, gap):
+        train = 1.0 - 0.5 * gv
+        rows.append(dict(
+            ident, step=t, loss=None if t == 0 else train, train_loss=train,
+            train_loss_std=LOSS_STD, test_loss=train + gv, test_loss_std=LOSS_STD,
+            k=1 / 3, f_mem=fv, f_mem_lo=0.5 * fv, f_mem_hi=min(1.0, 2 * fv),
+            f_mem_extra={"0.5": min(1.0, 2 * fv), "0.25": 0.5 * fv},
+            ratio_median=0.8, num_samples=500, quality=qv, quality_std=None,
+            quality_name="pixel_fd", quality_label=LABEL, wall_time=float(t) / 100,
+            unknown_future_key=[1, 2]))
+  return config, runs, rows
+
+
+def write_workdir(path, width, samples=True, **kw):
+  config, runs, rows = make_sweep(width, **kw)
+  os.makedirs(path, exist_ok=True)
+  fileio.atomic_write_json(os.path.join(path, "config.json"), config)
+  fileio.atomic_write_json(os.path.join(path, "runs.json"), runs)
+  metrics = os.path.join(path, "metrics.jsonl")
+  fileio.append_jsonl(metrics, rows)
+  # A resume that re-logged the last step: the reader keeps one row per (run, step).
+  fileio.append_jsonl(metrics, [r for r in rows if r["step"] == rows[-1]["step"]])
+  if samples:
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    for step in (TIMES[-4], TIMES[-1]):
+      fig = Figure(figsize=(1, 1))
+      FigureCanvasAgg(fig)
+      fig.add_subplot().imshow(np.eye(8))
+      os.makedirs(os.path.join(path, "samples"), exist_ok=True)
+      fig.savefig(os.path.join(path, "samples", f"step_{step:09d}.png"))
+  return path
+
+
+@pytest.fixture(scope="module")
+def two_widths(tmp_path_factory):
+  root = tmp_path_factory.mktemp("sweeps")
+  w16 = write_workdir(str(root / "w16"), 16)
+  w32 = write_workdir(str(root / "w32"), 32)
+  out = str(root / "combined")
+  # The command line, as a user runs it.
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxdiff.report", f"--workdir={w16}", f"--workdir={w32}",
+       f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=REPO, MPLBACKEND="Agg"))
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  with open(os.path.join(out, "report.md")) as f:
+    md = f.read()
+  return dict(w16=w16, w32=w32, out=out, summary=summary, md=md, stdout=proc.stdout)
+
+
+def test_cli_writes_every_file(two_widths):
+  out = two_widths["out"]
+  assert "report.md" in two_widths["stdout"]
+  for name in ("report.md", "summary.json", "quality_fmem.png", "fmem_collapse.png",
+               "losses.png", "timescales.png", "width_scaling.png", "phase_diagram.png"):
+    path = os.path.join(out, name)
+    assert os.path.getsize(path) > 1000 or name.endswith(".json"), name
+    if name.endswith(".png"):
+      with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+
+
+def test_summary_per_run_equals_known_onsets(two_widths):
+  runs = two_widths["summary"]["runs"]
+  assert len(runs) == 16
+  censored = 0
+  for r in runs:
+    w, n, seed = r["width"], r["n"], r["seed"]
+    assert r["tau_gen"]["status"] == "observed"
+    assert r["tau_gen"]["value"] == pytest.approx(true_tau_gen(w), rel=1e-9)
+    tau_m = true_tau_mem(w, n, seed)
+    if tau_m > TIMES[-1]:
+      censored += 1
+      assert r["tau_mem"] == dict(status="right_censored", value=None, bound=TIMES[-1],
+                                  lo=TIMES[-1], hi=None)
+    else:
+      assert r["tau_mem"]["value"] == pytest.approx(tau_m, rel=1e-9)
+      assert r["tau_mem"]["lo"] <= tau_m <= (r["tau_mem"]["hi"] or math.inf)
+    assert r["loss_gap_onset"]["value"] == pytest.approx(tau_m / 2, rel=1e-9)
+    assert r["best_quality"] == pytest.approx(40.0 + n / 8)
+    assert r["num_params"] == NUM_PARAMS[w] and r["lr"] == 1e-3
+    assert r["final_step"] == TIMES[-1]
+    expected_final = fmem_curve(TIMES, tau_m)[-1] if tau_m < TIMES[-1] else 0.0
+    assert r["final_f_mem"] == pytest.approx(expected_final)
+  assert censored == 2  # W = 16, n = 64, both seeds
+  assert two_widths["summary"]["quality_label"] == LABEL
+
+
+def test_summary_fits_width_scaling_and_phase_diagram(two_widths):
+  s = two_widths["summary"]
+  fits = {f["width"]: f for f in s["fits"]}
+  c32 = 300.0 * math.sqrt(1.1)  # balanced seeds: geometric mean of the seed factors
+  for w in (16, 32):
+    f = fits[w]["tau_mem_vs_n"]
+    assert f["exponents"]["n"]["value"] == pytest.approx(1.0, abs=1e-9)
+    assert f["prefactor"]["value"] == pytest.approx(c32 * 32 / w, rel=1e-9)
+    assert f["num_points"] == (8 if w == 32 else 6)  # censored runs left out
+    assert fits[w]["tau_mem_over_n"]["value"] == pytest.approx(c32 * 32 / w, rel=1e-9)
+    assert fits[w]["tau_gen"]["value"] == pytest.approx(true_tau_gen(w), rel=1e-9)
+    assert fits[w]["tau_gen_vs_n"]["exponents"]["n"]["value"] == pytest.approx(0.0, abs=1e-9)
+  (ws,) = s["width_scaling"]
+  for w in ("16", "32"):
+    assert ws["w_tau_gen"][w]["value"] == pytest.approx(96000.0, rel=1e-9)
+    assert ws["tau_mem_w_over_n"][w]["value"] == pytest.approx(9600 * math.sqrt(1.1), rel=1e-9)
+  assert ws["tau_gen_fit"]["exponents"]["width"]["value"] == pytest.approx(-1.0, abs=1e-9)
+  assert ws["tau_mem_fit"]["exponents"]["n"]["value"] == pytest.approx(1.0, abs=1e-9)
+  assert ws["tau_mem_fit"]["exponents"]["width"]["value"] == pytest.approx(-1.0, abs=1e-9)
+  # Hand-derived from the curves (f_mem read at the evaluation at or before tau).
+  got = {(b["width"], b["multiplier"]): (b["n"], b["status"]) for b in s["phase_diagram"]}
+  assert got == {
+      (16, 1.0): (8, "at_or_below"), (16, 3.0): (32, "observed"),
+      (16, 8.0): (None, "beyond_budget"),  # 48000 > 25600
+      (32, 1.0): (8, "at_or_below"), (32, 3.0): (32, "observed"), (32, 8.0): (64, "observed"),
+  }
+  contrast = fits[32]["memorization_contrast"]
+  assert contrast["step"] == 3200 and contrast["n_large"] == 64
+  assert contrast["f_mem_large"] == 0.0
+
+
+def _alpha_half_width(width):
+  """The 95% half-width of the slope, from scipy's linregress on the uncensored runs."""
+  pts = [(n, true_tau_mem(width, n, s)) for n in NS for s in SEEDS
+         if true_tau_mem(width, n, s) < TIMES[-1]]
+  x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+  fit = stats.linregress(x, y)
+  return stats.t.ppf(0.975, len(pts) - 2) * fit.stderr
+
+
+def test_report_md_states_the_numbers(two_widths):
+  md = two_widths["md"]
+  for w in (16, 32):
+    assert f"tau_mem grows as n^{{1.00 ± {_alpha_half_width(w):.2f}}}" in md
+  assert "memorization time proportional to n, as the paper finds (alpha = 1)" in md
+  assert "tau_gen ≈ 3000" in md and "tau_gen ≈ 6000" in md
+  assert "> 25600" in md  # the censored group and runs
+  assert "right-censored" in md
+  assert "W·tau_gen = 96000 (W = 16), 96000 (W = 32)" in md
+  assert "the boundary moves from n = 8 to n = 64" in md
+  assert LABEL in md and "FID" not in md  # never call a substitute FID
+  for key in ("tau_gen", "tau_mem", "loss_gap_onset", "phase_diagram"):
+    assert f"**{key}**" in md
+  assert f"f_mem > {THR:g} with its bootstrap 95% lower bound" in md
+  # Figures and the latest sample grids are linked with paths that resolve.
+  out = two_widths["out"]
+  links = [l.split("](")[1].rstrip(")") for l in md.splitlines() if l.startswith("![")]
+  assert "timescales.png" in links and "phase_diagram.png" in links
+  assert "../w32/samples/step_000025600.png" in links
+  assert "../w32/samples/step_000003200.png" in links  # the first grid after tau_gen = 3000
+  assert "../w16/samples/step_000025600.png" in links
+  for link in links:
+    assert os.path.exists(os.path.join(out, link)), link
+
+
+def test_single_workdir_default_out_and_too_few_memorized(tmp_path):
+  # A budget of 1600 steps: no run memorizes, and the quality still falls as 1/t, so it
+  # enters its band only at the last evaluation (tau_gen right-censored).
+  wd = write_workdir(str(tmp_path / "short"), 32, samples=False, times=TIMES[:6],
+                     quality=lambda t: 1e5 / max(t, 1))
+  path = report.write_report([wd])
+  assert path == os.path.join(wd, "report", "report.md")
+  with open(path) as f:
+    md = f.read()
+  assert "Too few runs memorized within the budget to fit tau_mem(n)" in md
+  assert "values of n): 0 of 8 runs" in md
+  assert "right-censored at 1600 steps" in md
+  assert "tau_gen is not resolved in any run" in md
+  with open(os.path.join(wd, "report", "summary.json")) as f:
+    s = json.load(f)
+  assert all(r["tau_mem"]["status"] == "right_censored" for r in s["runs"])
+  assert all(r["tau_gen"]["status"] == "right_censored" for r in s["runs"])
+  assert s["fits"][0]["tau_mem_vs_n"] is None
+  assert not os.path.exists(os.path.join(wd, "report", "phase_diagram.png"))
+
+
+@pytest.mark.parametrize("alpha, phrase", [
+    (0.5, "growing with n, but more slowly than the paper's alpha = 1"),
+    (1.5, "faster than proportional to n"),
+    (0.0, "no significant growth with n"),
+])
+def test_interpretation_when_alpha_is_not_one(alpha, phrase):
+  config, runs, rows = make_sweep(32, times=[0] + [100 * 2 ** k for k in range(12)], alpha=alpha)
+  sweep = report.Sweep("mem", config, runs, rows)
+  a = report.analyze([sweep], report.settings_from_config(config))
+  fit = a.series[0].tau_mem_fit
+  assert fit.alpha.value == pytest.approx(alpha, abs=1e-9)
+  md = report.markdown(a, [], "out")
+  assert phrase in md
+
+
+def test_settings_from_config_and_overrides():
+  config, _, _ = make_sweep(32)
+  s = report.settings_from_config(config)
+  assert (s["tau_gen_tol"], s["tau_mem_threshold"]) == (0.1, 0.01)
+  assert report.settings_from_config(config, {"report.tau_gen_tol": 0.2})["tau_gen_tol"] == 0.2
+  assert report.settings_from_config(config, {"report": {"tau_mem_threshold": 0.0}})[
+      "tau_mem_threshold"] == 0.0
+  with pytest.raises(ConfigError, match="report.tau_mem_threshold"):
+    report.settings_from_config(config, {"tau_mem_threshold": 1.5})
+
+
+def test_missing_or_foreign_workdirs_raise_one_clear_error(tmp_path):
+  with pytest.raises(WorkdirError, match="does not exist"):
+    report.write_report([str(tmp_path / "nowhere")])
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(WorkdirError, match=r"empty/config.json is missing"):
+    report.load_workdir(str(empty))
+  (empty / "config.json").write_text('{"model": {"lr": 1}}')
+  with pytest.raises(WorkdirError, match="config.json is not a jaxdiff config"):
+    report.load_workdir(str(empty))
+  (empty / "config.json").write_text("{not json")
+  with pytest.raises(WorkdirError, match="config.json is not valid JSON"):
+    report.load_workdir(str(empty))
+  wd = write_workdir(str(tmp_path / "wd"), 32, samples=False)
+  os.remove(os.path.join(wd, "metrics.jsonl"))
+  with pytest.raises(WorkdirError, match="metrics.jsonl is missing"):
+    report.load_workdir(wd)
+  with open(os.path.join(wd, "runs.json"), "w") as f:
+    f.write("[]")
+  with pytest.raises(WorkdirError, match="runs.json is not a run table"):
+    report.load_workdir(wd)
+
+
+def test_cli_error_exit(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxdiff.report", f"--workdir={tmp_path / 'missing'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, PYTHONPATH=REPO))
+  assert proc.returncode == 2
+  assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sparse_rows_without_quality_or_losses(tmp_path):
+  # Optional keys missing or null (quality "none", losses not computed), one run, one n.
+  wd = tmp_path / "sparse"
+  config, runs, _ = make_sweep(32, ns=(8,))
+  runs = runs[:1]
+  rows = [dict(step=t, run=0, n=8, seed=0, index=0, lr=1e-3, width=32, quality=None,
+               quality_name="none", quality_label="none", f_mem=f, f_mem_lo=None) for t, f in zip(TIMES, fmem_curve(TIMES, 2400.0))]
+  wd.mkdir()
+  fileio.atomic_write_json(str(wd / "config.json"), config)
+  fileio.atomic_write_json(str(wd / "runs.json"), runs)
+  fileio.append_jsonl(str(wd / "metrics.jsonl"), rows)
+  path = report.write_report([str(wd)], str(tmp_path / "out"))
+  with open(path) as f:
+    md = f.read()
+  assert "No quality metric was computed" in md
+  assert "quality metric: none computed." in md  # not the placeholder label "none"
+  assert "Too few runs memorized" in md  # one n cannot give a slope
+  with open(tmp_path / "out" / "summary.json") as f:
+    s = json.load(f)
+  (run,) = s["runs"]
+  assert run["tau_gen"]["status"] == "undefined" and run["best_quality"] is None
+  assert run["tau_mem"]["value"] == pytest.approx(2400.0, rel=1e-9)  # threshold alone
+  assert run["loss_gap_onset"]["status"] == "undefined"
+  assert sorted(os.listdir(tmp_path / "out")) == [
+      "fmem_collapse.png", "quality_fmem.png", "report.md", "summary.json", "timescales.png"]
