@@ -255,7 +255,7 @@ def ddpm_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, key: jax.Arra
 
 
 def em_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, key: jax.Array,
-              num_steps: int | None = None) -> jax.Array:
+              num_steps: int | None = None, rate_fn=None):
   """Euler-Maruyama for the reverse-time SDE of the OU process (paper SM B).
 
   The forward process dx = -x dt + sqrt(2) dB has the reverse
@@ -265,6 +265,13 @@ def em_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, key: jax.Array,
     x_{t - dt} = x_t + (x_t + 2 s(x_t, t)) dt + sqrt(2 dt) z,
 
   with no noise on the last step. Returns the sample at index 0's time.
+
+  Args:
+    rate_fn: optional rate_fn(x, score) -> scalar, integrated along the trajectory as a
+      left Riemann sum, sum_k rate_fn(x_k, s_k) dt_k (the GMM entropy estimate uses it).
+
+  Returns:
+    x, or (x, the integral) when rate_fn is given.
   """
   T = schedule.num_steps
   grid = sampler_indices(T, (T - 1) if num_steps is None else num_steps)
@@ -274,16 +281,20 @@ def em_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, key: jax.Array,
   keys = jax.random.split(key, len(grid) - 1)
   batch = x_T.shape[0]
 
-  def step(x, inp):
+  def step(carry, inp):
+    x, integral = carry
     i, dt, k, is_last = inp
     idx = jnp.full((batch,), i, jnp.int32)
     score = score_from_eps(schedule, eps_fn(x, idx), idx)
+    if rate_fn is not None:
+      integral = integral + rate_fn(x, score) * dt
     x = x + (x + 2.0 * score) * dt
     z = jax.random.normal(k, x.shape, x.dtype)
-    return x + jnp.where(is_last, 0.0, jnp.sqrt(2.0 * dt)) * z, None
+    return (x + jnp.where(is_last, 0.0, jnp.sqrt(2.0 * dt)) * z, integral), None
 
-  x, _ = jax.lax.scan(step, x_T, (jnp.asarray(grid[:-1]), dts, keys, last))
-  return x
+  (x, integral), _ = jax.lax.scan(step, (x_T, jnp.zeros((), jnp.float32)),
+                                  (jnp.asarray(grid[:-1]), dts, keys, last))
+  return x if rate_fn is None else (x, integral)
 
 
 SAMPLERS = ("ddim", "ddpm", "em")

@@ -78,7 +78,16 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
   """
   eps_fn = lambda x, t: model.apply({"params": params}, x, t, train=False)
   k_sample, k_boot, k_train, k_test, k_gmm = jax.random.split(key, 5)
-  samples = generate(eps_fn, schedule, k_sample, spec)
+  kl = None
+  if spec.gmm_mean is not None:
+    # The KL estimate's entropy term integrates along the sampling trajectories (paper
+    # eqs. 27-28), so its Euler-Maruyama samples are the samples of every other metric.
+    from jaxdiff.metrics import gmm
+    mu = jnp.asarray(spec.gmm_mean, jnp.float32)
+    est = gmm.gmm_kl(eps_fn, schedule, k_sample, spec.num_samples, mu, spec.sampler_steps)
+    samples, kl = est.samples, est.kl
+  else:
+    samples = generate(eps_fn, schedule, k_sample, spec)
   train_set, weights = run_training_set(pool, offset, n, mean, spec.capacity)
 
   mem = memorization.memorization_metrics(samples, train_set, n, k_boot, spec.ks,
@@ -104,9 +113,7 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
   out["grid_neighbours"] = train_set[jnp.maximum(idx1[:g], 0)] + mean
   out["grid_ratios"] = ratios[:g]
 
-  if spec.gmm_mean is not None:
-    from jaxdiff.metrics import gmm
-    mu = jnp.asarray(spec.gmm_mean, jnp.float32)
-    out["kl"] = gmm.kl_estimate(eps_fn, schedule, mu, k_gmm, spec.num_samples)
+  if kl is not None:
+    out["kl"] = kl
     out["score_error"] = gmm.score_error(eps_fn, schedule, mu, k_gmm, spec.num_samples)
   return out

@@ -13,10 +13,12 @@ dataset, a foreign workdir) ends with one line naming the key or file and exit c
 
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 from ml_collections import config_flags
 
@@ -40,11 +42,27 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).splitlines()[0] if str(e) else repr(e))
+    _fail(_one_line(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for unknown keys or badly typed overrides.
-    text = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ")
-    _fail(f"bad --config override: {text}")
+    _fail(f"bad --config override: {_one_line(e)}")
+
+
+def _one_line(error: Exception) -> str:
+  """An exception's message (and its cause's) folded into one line, tracebacks cut."""
+  parts = [str(error)]
+  if error.__cause__ is not None:
+    parts.append(str(error.__cause__))
+  lines = []
+  for part in parts:
+    part = part.replace("\\n", "\n")
+    if "Traceback (most recent call last)" in part:
+      # ml_collections embeds the config file's traceback: keep its first and last lines.
+      body = [l.strip() for l in part.splitlines() if l.strip()]
+      part = body[0] + " " + body[-1]
+    lines.append(part)
+  text = " ".join(" ".join(lines).split())
+  return re.sub(r"\\?'(\w+)\\?'", r"\1", text).strip("'\" ")
 
 
 def run(config, workdir: str):
@@ -64,16 +82,24 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; use --config=... --workdir=... and "
           "--config.KEY=VALUE overrides")
-  if _CONFIG.value is None:
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.get("experiment")  # a config file that failed to load raises here
+  except OSError as e:  # the config file could not be loaded
+    _fail(f"--config: {_one_line(e)}")
+  if config is None:
     _fail("--config is required, e.g. --config=configs/digits.py")
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir=/tmp/jaxdiff_digits")
+  if not FLAGS["verbosity"].present:  # keep library INFO logs (orbax, XLA) out of the way
+    logging.set_verbosity(logging.WARNING)
   if jax.process_index() == 0:
     print(f"jaxdiff: JAX {jax.__version__}, process {jax.process_index() + 1}/"
           f"{jax.process_count()}, {jax.device_count()} {jax.default_backend()} device(s)",
           file=sys.stderr)
   try:
-    result = run(_CONFIG.value, _WORKDIR.value)
+    result = run(config, _WORKDIR.value)
   except JaxdiffError as e:
     _fail(str(e))
   if result:

@@ -167,6 +167,9 @@ def validate_sweep(config) -> None:
   if e.quality == "gmm":
     _require(d.dataset == "gmm", "eval.quality", e.quality,
              "'gmm' only with data.dataset = 'gmm'")
+  if e.quality == "gmm" or (e.quality == "auto" and d.dataset == "gmm"):
+    _require(e.sampler == "em", "eval.sampler", e.sampler,
+             "'em' for the GMM KL estimate (it integrates along Euler-Maruyama trajectories)")
 
   r = config.report
   _require(_is_num(r.tau_gen_tol) and r.tau_gen_tol > 0, "report.tau_gen_tol", r.tau_gen_tol,

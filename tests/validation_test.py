@@ -1,0 +1,84 @@
+"""Every bad config value ends with one ConfigError naming the key, the value and what is allowed."""
+
+import pytest
+
+from configs import base
+from configs import test as test_config
+from jaxdiff import input_pipeline
+from jaxdiff import validation
+from jaxdiff.errors import ConfigError
+
+
+def with_(config, key, value):
+  node = config
+  *path, last = key.split(".")
+  for p in path:
+    node = node[p]
+  with config.unlocked():
+    node[last] = value
+  return config
+
+
+BAD = [
+    ("data.dataset", "mnist", r"data.dataset = 'mnist': expected one of \('digits'"),
+    ("data.n_train", (), r"data.n_train = \(\): expected a non-empty tuple"),
+    ("data.n_train", (16, 8), r"data.n_train = \(16, 8\): expected strictly increasing"),
+    ("data.n_train", (8, 8), r"expected strictly increasing values without duplicates"),
+    ("data.n_train", (0, 8), r"expected a non-empty tuple of positive integers"),
+    ("data.seeds", (1, 1), r"data.seeds = \(1, 1\): expected a non-empty tuple of distinct"),
+    ("data.index", (-1,), r"data.index = \(-1,\)"),
+    ("eval.k", 1.5, r"eval.k = 1.5: expected a number strictly between 0 and 1"),
+    ("eval.k", 0.0, r"eval.k = 0.0: expected a number strictly between 0 and 1"),
+    ("eval.k_extra", (0.5, 1.0), r"eval.k_extra = 1.0"),
+    ("optim.lr", (0.0,), r"optim.lr = \(0.0,\): expected a non-empty tuple of positive"),
+    ("optim.lr", (-1e-3,), r"optim.lr = \(-0.001,\)"),
+    ("optim.name", "rmsprop", r"optim.name = 'rmsprop': expected one of \('sgd', 'adam'\)"),
+    ("train.batch_size", 0, r"train.batch_size = 0: expected a positive integer"),
+    ("train.batch_size", -4, r"train.batch_size = -4: expected a positive integer"),
+    ("train.batch_policy", "drop", r"train.batch_policy = 'drop': expected one of"),
+    ("train.num_steps", 0, r"train.num_steps = 0"),
+    ("eval.times", (100, 5000), r"eval.times = \(100, 5000\): expected steps within the budget "
+                                r"train.num_steps=200 \(beyond it: \[5000\]\)"),
+    ("eval.sampler", "euler", r"eval.sampler = 'euler': expected one of \('ddim', 'ddpm', 'em'\)"),
+    ("eval.sampler_steps", 1000, r"eval.sampler_steps = 1000: expected an integer in \[1, 999\]"),
+    ("eval.quality", "is", r"eval.quality = 'is'"),
+    ("model.name", "transformer", r"model.name = 'transformer': expected one of \('unet', 'mlp'\)"),
+    ("model.dropout", 1.0, r"model.dropout = 1.0"),
+    ("diffusion.beta_max", 1e-5, r"0 < diffusion.beta_min < diffusion.beta_max < 1"),
+    ("train.models_axis", "pmap", r"train.models_axis = 'pmap': expected one of"),
+    ("experiment", "gan", r"experiment = 'gan'"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD)
+def test_bad_value_named(key, value, message):
+  config = with_(test_config.get_config(), key, value)
+  with pytest.raises(ConfigError, match=message):
+    validation.validate_sweep(config)
+
+
+def test_unet_width_must_divide_into_groups():
+  config = base.get_config()
+  config = with_(config, "model.width", 12)
+  with pytest.raises(ConfigError, match=r"model.width = 12: expected a multiple of "
+                                        r"model.num_groups=8"):
+    validation.validate_sweep(config)
+  config = with_(base.get_config(), "model.attention", (False, True))
+  with pytest.raises(ConfigError, match=r"model.attention .* one boolean per resolution level"):
+    validation.validate_sweep(config)
+
+
+def test_every_shipped_config_is_valid():
+  from configs import celeba, cifar, digits, gmm
+  for cfg in (base.get_config(), celeba.get_config(), celeba.get_config("small"),
+              cifar.get_config(), cifar.get_config("rgb"), digits.get_config(),
+              digits.get_config("unet"), gmm.get_config(), gmm.get_config("cpu"),
+              test_config.get_config()):
+    validation.validate_sweep(cfg)
+
+
+def test_n_larger_than_the_data():
+  config = with_(test_config.get_config(), "data.n_train", (8, 4000))
+  dataset = input_pipeline.load_dataset(config.data)
+  with pytest.raises(ConfigError, match=r"data.n_train"):
+    input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
