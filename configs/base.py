@@ -165,6 +165,9 @@ def get_config():
   # FID reference: disjoint sets of test images (the paper: 5 sets of 10,000).
   evaluate.fid_num_sets = 5
   evaluate.fid_set_size = 10_000
+  # Where reference statistics and the substitute classifier are cached ("" = WORKDIR/cache);
+  # a directory shared by several workdirs computes them once per dataset.
+  evaluate.cache_dir = ""
   # Runs shown in the sample / nearest-neighbour grids, and samples per grid.
   evaluate.grid_runs = 4
   evaluate.grid_samples = 16

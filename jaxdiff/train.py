@@ -328,7 +328,7 @@ class Sweep:
           self.quality_kind, reference_sets=_reference_sets(dataset, table, config.eval),
           train_images=dataset.pool, train_labels=dataset.pool_labels,
           inception_weights=config.eval.inception_weights,
-          cache_dir=os.path.join(workdir, "cache"), seed=config.seed)
+          cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"), seed=config.seed)
 
     ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
     eval_spec = evaluate.EvalSpec(
@@ -498,6 +498,19 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
   return Sweep(config, workdir, devices).run(stop_at_step)
 
 
+def summary_line(rows: list[dict]) -> str:
+  """One line per evaluation: f_mem and quality per n, averaged over its runs."""
+  by_n: dict[int, list[dict]] = {}
+  for row in rows:
+    by_n.setdefault(row["n"], []).append(row)
+  parts = []
+  for n, group in sorted(by_n.items()):
+    f = np.mean([r["f_mem"] for r in group])
+    q = [r["quality"] for r in group if r["quality"] is not None]
+    parts.append(f"n={n} f_mem={f:.3f}" + (f" q={np.mean(q):.3g}" if q else ""))
+  return " | ".join(parts)
+
+
 class _Writer:
   """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
 
@@ -568,9 +581,7 @@ class _Writer:
           if row.get(name) is not None:
             self.tb.add_scalar(f"{name}/{tag}", row[name], step)
       self.tb.flush()
-    _say("step %d: %s" % (step, "  ".join(
-        f"n={row['n']} f_mem={row['f_mem']:.3f} q={row['quality'] if row['quality'] is None else round(row['quality'], 3)}"
-        for row in rows)))
+    _say(f"step {step}: " + summary_line(rows))
     if self.grid_runs and self.table.num_runs and cfg.eval.grid_samples > 0 and (
         outs["grid_samples"].ndim == 5):
       from jaxdiff.metrics import grids
