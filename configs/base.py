@@ -178,6 +178,10 @@ def get_config():
   report.tau_gen_tol = 0.1
   # tau_mem: first time f_mem exceeds this fraction with its bootstrap lower bound above 0.
   report.tau_mem_threshold = 0.01
+  # tau_gen's tolerance band is tau_gen_tol times: "minimum" (|q_min|: within 10% of the
+  # minimum) or "drop" (q_max - q_min: 90% of the decrease done; scale-free, for metrics
+  # whose plateau height depends on n, like a Frechet distance at tiny n).
+  report.tau_gen_reference = "minimum"
   # tau_gen: an absolute floor on that tolerance band (in quality units; e.g. ~0.02 nats for
   # the GMM KL, whose minimum is near 0).
   report.tau_gen_abs_tol = 0.0

@@ -77,8 +77,17 @@ def _has(a, name: str) -> bool:
   return any(np.any(np.isfinite(r.curves[name])) for r in a.runs)
 
 
+SHORT_QUALITY = {"fid": "FID", "classifier_fd": "classifier FD (not FID)",
+                 "pixel_fd": "pixel FD (not FID)", "gmm_kl": "KL estimate"}
+
+
+def short_quality(a) -> str:
+  """A label short enough for an axis or a table column (the long one is in report.md)."""
+  return SHORT_QUALITY.get(a.quality_name or "", a.quality_label or "quality")
+
+
 def quality_fmem(a, path: str) -> str:
-  q = a.quality_label or "quality"
+  q = short_quality(a)
   with_q = _has(a, "quality")
   ncol = 2 if with_q else 1
   fig = Figure(figsize=(5.2 * ncol, 3.6 * len(a.series)))
@@ -237,7 +246,7 @@ def width_scaling(a, path: str) -> str | None:
       if fin.size and fin[-1] > thr:
         ax_f.plot(*[v for v in _positive(st.times * s.width / g.n, st.mean / fin[-1])],
                   color=palette[s.width], alpha=0.8)
-  q = a.quality_label or "quality"
+  q = short_quality(a)
   ax_q.set(xscale="log", xlabel="W·τ", ylabel=q, title=f"{q} against W·τ")
   ax_f.set(xscale="log", xlabel="τ·W / n", ylabel="f_mem / f_mem(τ_max)",
            title="f_mem against τ·W/n")

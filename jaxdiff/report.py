@@ -123,6 +123,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 DEFAULT_SETTINGS = {
     "tau_gen_tol": 0.1,          # config.report.tau_gen_tol
     "tau_gen_abs_tol": 0.0,      # config.report.tau_gen_abs_tol (optional key)
+    "tau_gen_reference": "minimum",  # config.report.tau_gen_reference (optional key)
     "tau_mem_threshold": 0.01,   # config.report.tau_mem_threshold
     "loss_gap_sigmas": 2.0,      # config.report.loss_gap_sigmas (optional key)
     "phase_multipliers": (1.0, 3.0, 8.0),  # config.report.phase_multipliers (optional)
@@ -162,6 +163,9 @@ def settings_from_config(config: Mapping[str, Any], overrides=None) -> dict[str,
       valid = False
     if not valid:
       raise ConfigError(f"report.{key}", s[key], expected)
+  if s["tau_gen_reference"] not in ts.TAU_GEN_REFERENCES:
+    raise ConfigError("report.tau_gen_reference", s["tau_gen_reference"],
+                      f"one of {ts.TAU_GEN_REFERENCES}")
   try:
     s["phase_multipliers"] = tuple(float(m) for m in s["phase_multipliers"])
   except (TypeError, ValueError):
@@ -355,7 +359,8 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
       runs.append(RunResult(
           sw.path, info, c,
           tau_gen=ts.tau_gen(c["step"], c["quality"], tol=settings["tau_gen_tol"],
-                             abs_tol=settings["tau_gen_abs_tol"], quality_std=c["quality_std"]),
+                             abs_tol=settings["tau_gen_abs_tol"], quality_std=c["quality_std"],
+                             reference=settings["tau_gen_reference"]),
           tau_mem=ts.tau_mem(c["step"], c["f_mem"], c["f_mem_lo"], c["f_mem_hi"],
                              threshold=thr),
           loss_gap=ts.loss_gap_onset(c["step"], c["train_loss"], c["test_loss"],
@@ -714,7 +719,9 @@ def definitions(settings: Mapping[str, Any]) -> dict[str, str]:
   mults = ", ".join(fmt(m) for m in settings["phase_multipliers"])
   return {
       "tau_gen": (f"first time the quality metric (lower is better) enters the band q <= "
-                  f"q_min + max({fmt(tol)}·|q_min|, "
+                  f"q_min + max({fmt(tol)}·"
+                  + ("|q_min|, " if settings["tau_gen_reference"] == "minimum" else
+                     "(q_max - q_min), q_max the worst value before the minimum, ")
                   + (f"{fmt(abs_tol)}, " if abs_tol > 0 else "")
                   + "2·quality_std at the minimum) and stays in "
                   "it until the minimum; log-time interpolated between evaluations; censored "
@@ -772,7 +779,8 @@ def _pick_grids(a: Analysis) -> list[dict[str, Any]]:
 
 def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> str:
   """report.md: figures, tables, definitions and the interpretation."""
-  q = a.quality_label or "quality"
+  from jaxdiff.figures import short_quality
+  q = short_quality(a)
   s_ = a.settings
   lines = ["# jaxdiff sweep report", ""]
   lines.append("Workdirs: " + ", ".join(f"`{w}`" for w in a.workdirs) + ".")

@@ -136,13 +136,24 @@ def _first_rise(t, v, level) -> float | None:
 # ------------------------------------------------------------------ per-run onsets
 
 
+TAU_GEN_REFERENCES = ("minimum", "drop")
+
+
 def tau_gen(times, quality, *, tol: float = 0.1, abs_tol: float = 0.0, quality_std=None,
-            noise_sigmas: float = 2.0, until: str = "min") -> Onset:
+            noise_sigmas: float = 2.0, until: str = "min",
+            reference: str = "minimum") -> Onset:
   """Generalization time: the quality metric comes within `tol` of its minimum for good.
 
   With q_min the minimum of the finite values (lower is better; the last evaluation where it
   is reached in case of ties), the band is
-  q <= L = q_min + max(tol |q_min|, abs_tol, noise_sigmas * quality_std[i_min]) (the last
+  q <= L = q_min + max(tol * R, abs_tol, noise_sigmas * quality_std[i_min]), where the
+  scale R is |q_min| (reference="minimum": within 10% of the minimum) or the drop
+  q_max - q_min from the worst value before the minimum (reference="drop": 90% of the
+  decrease done). "drop" is scale-free: it marks the end of the fast decrease whatever
+  the level of the plateau, where "minimum" also waits for slow late improvements of
+  small relative size, and for metrics whose plateau depends on n (a run that copies 8
+  images has a large Frechet distance however well trained) it ties tau_gen to that
+  plateau's height rather than to when it is reached. (The last
   term only when `quality_std` is given: a difference below the metric's own noise is not
   resolved; `abs_tol` serves metrics whose ideal value is 0, like a KL estimate, where a
   relative band shrinks to nothing).
@@ -161,6 +172,7 @@ def tau_gen(times, quality, *, tol: float = 0.1, abs_tol: float = 0.0, quality_s
     quality_std: optional std of the metric [K] (e.g. over FID reference sets).
     noise_sigmas: how many stds the band is at least wide.
     until: "min" or "end".
+    reference: "minimum" or "drop" (config.report.tau_gen_reference).
 
   Returns:
     Onset: observed, with [lo, hi] = the bracketing evaluation times; left-censored when
@@ -170,6 +182,8 @@ def tau_gen(times, quality, *, tol: float = 0.1, abs_tol: float = 0.0, quality_s
   """
   if until not in ("min", "end"):
     raise ValueError(f"until must be 'min' or 'end', got {until!r}")
+  if reference not in TAU_GEN_REFERENCES:
+    raise ValueError(f"reference must be one of {TAU_GEN_REFERENCES}, got {reference!r}")
   t, q, s = _sorted_curves(times, quality, quality_std)
   keep = np.isfinite(q)
   t, q = t[keep], q[keep]
@@ -178,7 +192,8 @@ def tau_gen(times, quality, *, tol: float = 0.1, abs_tol: float = 0.0, quality_s
     return Onset(UNDEFINED)
   q_min = float(q.min())
   i_min = int(np.flatnonzero(q == q_min)[-1])  # the last of tied minima
-  band = max(tol * abs(q_min), abs_tol)
+  scale = abs(q_min) if reference == "minimum" else float(q[:i_min + 1].max()) - q_min
+  band = max(tol * scale, abs_tol)
   if s is not None and np.isfinite(s[i_min]):
     band = max(band, noise_sigmas * s[i_min])
   level = q_min + band

@@ -19,23 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-
-def _bias_init(fan_in):
-  bound = 1.0 / jnp.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-class TorchDense(nn.Module):
-  """nn.Dense initialised like torch.nn.Linear: weight and bias U(+-1/sqrt(fan_in))."""
-  features: int
-
-  @nn.compact
-  def __call__(self, x):
-    fan_in = x.shape[-1]
-    return nn.Dense(self.features,
-                    kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-                    bias_init=_bias_init(fan_in))(x)
+from jaxdiff.models import layers
 
 
 def sinusoidal_encoding(t: jax.Array, dim: int, min_freq: float = 1e-4) -> jax.Array:
@@ -59,12 +43,12 @@ class ResidualMLP(nn.Module):
     h = x.reshape(shape[0], -1)
     d = h.shape[-1]
     emb = sinusoidal_encoding(t, self.width, self.min_freq)
-    h = TorchDense(self.width, name="input")(h)
+    h = layers.Dense(self.width, name="input")(h)
     for b in range(self.num_blocks):
-      z = TorchDense(self.width, name=f"block{b}_fc1")(h + emb)
-      z = TorchDense(self.width, name=f"block{b}_fc2")(nn.gelu(z, approximate=False))
+      z = layers.Dense(self.width, name=f"block{b}_fc1")(h + emb)
+      z = layers.Dense(self.width, name=f"block{b}_fc2")(nn.gelu(z, approximate=False))
       h = nn.LayerNorm(epsilon=1e-5, name=f"block{b}_norm")(h + z)
-    return TorchDense(d, name="output")(h).reshape(shape)
+    return layers.Dense(d, name="output")(h).reshape(shape)
 
 
 def num_params(d: int, width: int) -> int:

@@ -1,0 +1,102 @@
+"""The one-command random-features study (configs/random_features.py:quick), end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import random_features as rf_config
+from jaxdiff.errors import ConfigError, WorkdirError
+from jaxdiff.theory import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("rf") / "wd")
+  report_dir = study.run_study(rf_config.get_config("quick"), workdir)
+  with open(os.path.join(report_dir, "summary.json")) as f:
+    return workdir, report_dir, json.load(f)
+
+
+def test_writes_config_stages_and_report(quick):
+  workdir, report_dir, _ = quick
+  assert report_dir == os.path.join(workdir, "report")
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["experiment"] == "random_features"
+  for name in ("report.md", "summary.json", "fig4_14_spectrum.png", "fig5ab_losses.png",
+               "fig5c_heatmap.png", "fig13_escore.png"):
+    assert os.path.getsize(os.path.join(report_dir, name)) > 1000, name
+  stages = sorted(os.listdir(os.path.join(workdir, "stages")))
+  assert stages == ["escore.npz", "heatmap.npz", "simulation.npz", "spectrum_0.npz",
+                    "spectrum_1.npz"]
+  text = open(os.path.join(report_dir, "report.md")).read()
+  assert "![losses](fig5ab_losses.png)" in text and "tau_mem" in text
+
+
+def test_summary_numbers(quick):
+  _, _, s = quick
+  c001 = next(c for c in s["constants"] if c["t"] == 0.01)
+  assert c001["s2"] == pytest.approx(0.001874, abs=1e-6)
+  for case in s["spectrum"]:
+    assert case["total_mass"] == pytest.approx(1.0, abs=1e-3)
+    assert case["ks_region1"] < 0.06 and case["ks_region2"] < 0.2
+  for row in s["tau_mem"]:  # the quick config keeps Fig. 5's psi_p = 64, t = 0.1
+    assert row["tau_mem"] == pytest.approx(row["paper"], rel=0.01)
+  sim = s["simulation"]
+  # The onsets of the L_gen rise spread over ~90x in tau but collapse in tau / tau_mem
+  # (measured 93 -> 11 in the simulation, 40 -> 4.6 in the closed form).
+  assert sim["onset_spread_sim"] > 10
+  assert sim["onset_over_tau_mem_spread_sim"] < sim["onset_spread_sim"] / 4
+  assert sim["onset_over_tau_mem_spread_exact"] < sim["onset_spread_exact"] / 4
+  # Simulation vs closed-form mean iterate at the authors' (large) learning rate.
+  assert sim["sim_minus_exact"]["gen"]["max_abs_diff"] < 0.06
+  assert len(s["escore"]["estar_mean"]) == 4 and s["escore"]["fit"]["slope"] < 0
+
+
+def test_rerun_reuses_finished_stages(quick):
+  workdir, _, _ = quick
+  stage_dir = os.path.join(workdir, "stages")
+  before = {n: os.stat(os.path.join(stage_dir, n)).st_mtime_ns for n in os.listdir(stage_dir)}
+  os.remove(os.path.join(stage_dir, "heatmap.npz"))
+  study.run_study(rf_config.get_config("quick"), workdir)
+  with open(os.path.join(workdir, "report", "summary.json")) as f:
+    timings = json.load(f)["timings_s"]
+  assert timings["simulation"]["cached"] and timings["spectrum_0"]["cached"]
+  assert not timings["heatmap"]["cached"]  # only the missing stage was recomputed
+  assert timings["simulation"]["seconds"] > 1  # the time of the run that computed it
+  after = {n: os.stat(os.path.join(stage_dir, n)).st_mtime_ns for n in os.listdir(stage_dir)}
+  assert {n: t for n, t in after.items() if n != "heatmap.npz"} == {
+      n: t for n, t in before.items() if n != "heatmap.npz"}
+
+
+def test_a_different_config_is_refused(quick):
+  workdir, _, _ = quick
+  config = rf_config.get_config("quick")
+  config.rf.t = 0.2
+  with pytest.raises(WorkdirError, match="rf.t"):
+    study.run_study(config, workdir)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("activation", "relu"), ("psi_n", (8.0, 4.0)), ("d", 0), ("optimizer", "sgd"),
+    ("cov_weights", (1.0, 1.0)), ("spectrum_psi_n", (8.31,)), ("lr", 1e9), ("num_times", 1),
+])
+def test_bad_values_are_config_errors(tmp_path, key, value):
+  config = rf_config.get_config("quick")
+  config.rf[key] = value
+  with pytest.raises(ConfigError, match=f"rf.{key}"):
+    study.run_study(config, str(tmp_path / "wd"))
+  assert not os.path.exists(tmp_path / "wd")  # nothing written before validation
+
+
+def test_command_line_reports_a_bad_value_in_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxdiff.main", "--config=configs/random_features.py:quick",
+       f"--workdir={tmp_path / 'wd'}", "--config.rf.d=-3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert "rf.d = -3" in result.stderr.strip().splitlines()[-1]
