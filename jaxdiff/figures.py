@@ -77,8 +77,8 @@ def _has(a, name: str) -> bool:
   return any(np.any(np.isfinite(r.curves[name])) for r in a.runs)
 
 
-SHORT_QUALITY = {"fid": "FID", "classifier_fd": "classifier FD (not FID)",
-                 "pixel_fd": "pixel FD (not FID)", "gmm_kl": "KL estimate"}
+SHORT_QUALITY = {"fid": "FID", "classifier_fd": "classifier-feature FD",
+                 "pixel_fd": "pixel-space FD", "gmm_kl": "KL estimate"}
 
 
 def short_quality(a) -> str:
