@@ -36,17 +36,6 @@ RESUMABLE_KEYS = (
 RESUMABLE_PREFIXES = ("report.",)
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
 def _normalise(v):
   # JSON turns tuples into lists; compare in JSON form.
   return json.loads(fileio.dumps(v))
@@ -54,7 +43,7 @@ def _normalise(v):
 
 def config_differences(stored: dict, current: dict) -> list[str]:
   """Keys whose values differ and that a resume may not change, as 'key: old -> new'."""
-  a, b = flatten(stored), flatten(current)
+  a, b = fileio.flatten_dict(stored), fileio.flatten_dict(current)
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES):

@@ -39,6 +39,18 @@ def dumps(obj: Any, **kwargs) -> str:
   return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), **kwargs)
 
 
+def flatten_dict(d, prefix: str = "") -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}: dotted keys of a nested (config) mapping."""
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if hasattr(v, "items"):
+      out.update(flatten_dict(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` so that readers see either the old or the new file."""
   directory = os.path.dirname(os.path.abspath(path))

@@ -109,17 +109,6 @@ def load_workdir(workdir: str) -> Sweep:
 # ------------------------------------------------------------------ settings
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
 DEFAULT_SETTINGS = {
     "tau_gen_tol": 0.1,          # config.report.tau_gen_tol
     "tau_gen_abs_tol": 0.0,      # config.report.tau_gen_abs_tol (optional key)
@@ -142,11 +131,12 @@ def settings_from_config(config: Mapping[str, Any], overrides=None) -> dict[str,
   Raises:
     ConfigError: a value out of range.
   """
-  flat = {k[len("report."):]: v for k, v in _flatten(config).items() if k.startswith("report.")}
+  flat = {k[len("report."):]: v for k, v in fileio.flatten_dict(config).items()
+          if k.startswith("report.")}
   if overrides is not None:
     if hasattr(overrides, "to_dict"):
       overrides = overrides.to_dict()
-    for k, v in _flatten(overrides).items():
+    for k, v in fileio.flatten_dict(overrides).items():
       flat[k[len("report."):] if k.startswith("report.") else k] = v
   s = dict(DEFAULT_SETTINGS)
   s.update({k: v for k, v in flat.items() if k in DEFAULT_SETTINGS})
