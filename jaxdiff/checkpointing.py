@@ -19,9 +19,11 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxdiff import fileio
+from jaxdiff import sharding
 from jaxdiff.errors import WorkdirError
 
 # Keys that may change between runs on the same workdir (they change how or how long, not
@@ -57,12 +59,19 @@ def config_differences(stored: dict, current: dict) -> list[str]:
 def claim_workdir(workdir: str, config_dict: dict, write: bool = True) -> bool:
   """Checks that `workdir` is new, empty or a workdir of this config, and records the config.
 
+  With several processes every process calls it (with write=True on process 0 only): they
+  check that they run the same config, all look at the workdir before anything is written
+  to it (a config.json appearing between a process's two looks would make the workdir look
+  foreign), then process 0 records the config, and none returns before it has.
+
   Returns:
     True when the workdir already held this sweep (a resume).
 
   Raises:
     WorkdirError: the directory is foreign or its config differs in non-resumable keys.
+    JaxdiffError: the processes of a multi-process launch run different configs.
   """
+  sharding.check_same_on_all_processes(fileio.dumps(config_dict), "the config")
   path = os.path.join(workdir, "config.json")
   resumed = False
   if os.path.exists(path):
@@ -82,8 +91,10 @@ def claim_workdir(workdir: str, config_dict: dict, write: bool = True) -> bool:
   elif os.path.isdir(workdir) and any(not n.startswith(".") for n in os.listdir(workdir)):
     raise WorkdirError(f"--workdir={workdir} is not empty and has no config.json, so it "
                        "is not a jaxdiff workdir; choose a new or empty directory")
+  sharding.check_same_on_all_processes("workdir checked", "the workdir")
   if write:
     fileio.atomic_write_json(path, config_dict)
+  sharding.check_same_on_all_processes("workdir claimed", "the workdir")
   return resumed
 
 
@@ -118,7 +129,12 @@ class Checkpointer:
     """The saved state as a tree of host arrays, without knowing its structure (for tools)."""
     step = self.latest_step() if step is None else step
     path = os.path.join(self.directory, str(step), "state")
-    return ocp.PyTreeCheckpointer().restore(path)
+    checkpointer = ocp.PyTreeCheckpointer()
+    # As numpy, not as jax.Arrays on the saved devices: a checkpoint written by several
+    # processes (or on more devices) is read by one process.
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, restore_args=as_numpy)
 
   def close(self) -> None:
     self.manager.wait_until_finished()

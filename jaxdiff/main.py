@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxdiff import sharding
 from jaxdiff.errors import JaxdiffError
 
 FLAGS = flags.FLAGS
@@ -94,6 +95,10 @@ def main(argv):
     _fail("--workdir is required, e.g. --workdir=/tmp/jaxdiff_digits")
   if not FLAGS["verbosity"].present:  # keep library INFO logs (orbax, XLA) out of the way
     logging.set_verbosity(logging.WARNING)
+  try:  # several hosts: join them before any other JAX call (nothing on one host)
+    sharding.maybe_initialize_distributed()
+  except JaxdiffError as e:
+    _fail(str(e))
   if jax.process_index() == 0:
     print(f"jaxdiff: JAX {jax.__version__}, process {jax.process_index() + 1}/"
           f"{jax.process_count()}, {jax.device_count()} {jax.default_backend()} device(s)",

@@ -279,6 +279,29 @@ def _grid_runs(table: runs_lib.RunTable, count: int) -> list[int]:
   return [ids[i] for i in pick]
 
 
+def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int, ...], *,
+               image_data: bool, gmm_mean) -> tuple[StepSpec, evaluate.EvalSpec]:
+  """The static settings of the train step and of the evaluation (also used by jaxdiff.plan,
+  which compiles the same programs from shapes alone)."""
+  ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
+  eval_spec = evaluate.EvalSpec(
+      sampler=config.eval.sampler, sampler_steps=config.eval.sampler_steps,
+      ddim_eta=float(config.eval.ddim_eta), num_samples=config.eval.num_samples,
+      sample_batch=min(config.eval.sample_batch, config.eval.num_samples), ks=ks,
+      n_bootstrap=config.eval.n_bootstrap,
+      loss_index=diffusion.index_for_ou_time(schedule, config.eval.loss_t),
+      loss_draws=config.eval.loss_noise_draws, loss_batch=min(1024, table.capacity),
+      grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
+      data_shape=tuple(data_shape), capacity=table.capacity, image_data=image_data,
+      gmm_mean=gmm_mean)
+  step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
+                       policy=config.train.batch_policy,
+                       min_index=config.diffusion.min_train_index,
+                       data_parallel=config.train.data_parallel,
+                       ema_decay=float(config.optim.ema_decay))
+  return step_spec, eval_spec
+
+
 def num_params_of(model, example) -> int:
   shapes = jax.eval_shape(lambda: ts.init_params(model, jax.random.PRNGKey(0), example))
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
@@ -330,23 +353,10 @@ class Sweep:
           inception_weights=config.eval.inception_weights,
           cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"), seed=config.seed)
 
-    ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
-    eval_spec = evaluate.EvalSpec(
-        sampler=config.eval.sampler, sampler_steps=config.eval.sampler_steps,
-        ddim_eta=float(config.eval.ddim_eta), num_samples=config.eval.num_samples,
-        sample_batch=min(config.eval.sample_batch, config.eval.num_samples), ks=ks,
-        n_bootstrap=config.eval.n_bootstrap,
-        loss_index=diffusion.index_for_ou_time(schedule, config.eval.loss_t),
-        loss_draws=config.eval.loss_noise_draws, loss_batch=min(1024, table.capacity),
-        grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
-        data_shape=data_shape, capacity=table.capacity, image_data=dataset.kind == "image",
+    step_spec, eval_spec = make_specs(
+        config, table, schedule, data_shape, image_data=dataset.kind == "image",
         gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
                   if self.quality_kind == "gmm" else None))
-    step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
-                         policy=config.train.batch_policy,
-                         min_index=config.diffusion.min_train_index,
-                         data_parallel=config.train.data_parallel,
-                         ema_decay=float(config.optim.ema_decay))
     self.programs = Programs(mesh, self.strategy, model, tx, schedule, step_spec, eval_spec,
                              self.quality, example, table.capacity,
                              ema=config.optim.ema_decay > 0)
@@ -461,13 +471,18 @@ class Sweep:
             writer.commit(step)
             state = programs.reset_losses(state)
             last_save = time.time()
-          elif (stop.signal is not None or step == final
-                or time.time() - last_save > config.train.checkpoint_every_secs):
-            ckpt.save(step, state, {"wall_time": wall_time})
+          # Every process must take the same decisions (a checkpoint is written by all):
+          # a signal or an overdue checkpoint clock on any process counts for all.
+          signalled, overdue = sharding.any_process(
+              stop.signal is not None,
+              time.time() - last_save > config.train.checkpoint_every_secs)
+          if signalled or step == final or overdue:
+            ckpt.save(step, state, {"wall_time": wall_time})  # no-op if saved above
             last_save = time.time()
-          if stop.signal is not None:
+          if signalled:
             if is_main:
-              _say(f"stopped at step {step} by signal {stop.signal}; rerun the same "
+              by = f"signal {stop.signal}" if stop.signal else "a signal to another process"
+              _say(f"stopped at step {step} by {by}; rerun the same "
                    "command to resume")
             return None
     finally:

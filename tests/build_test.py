@@ -1,6 +1,6 @@
 """BUILD mirrors the module graph: one py_library per module with its jaxdiff imports as
 deps, a py_binary for each command, a py_test per test file. Bazel cannot fetch its rules
-here, so this test reads BUILD (Starlark is Python syntax) and checks it against the code.
+here, so this test reads BUILD (tools/update_build.py writes it) (Starlark is Python syntax) and checks it against the code.
 """
 
 import ast
@@ -87,6 +87,8 @@ def test_build_has_binaries_and_tests():
   binaries = {r["name"]: r for r in rules if r["kind"] == "py_binary"}
   assert binaries["main"]["srcs"] == ["jaxdiff/main.py"]
   assert binaries["report"]["srcs"] == ["jaxdiff/report.py"]
+  assert binaries["plan"]["srcs"] == ["jaxdiff/plan.py"]
+  assert binaries["sweep"]["srcs"] == ["launch/sweep.py"]
   tests = {r["srcs"][0] for r in rules if r["kind"] == "py_test"}
   on_disk = {os.path.relpath(p, ROOT) for p in python_files("tests")
              if p.endswith("_test.py")}

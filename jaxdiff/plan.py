@@ -1,0 +1,520 @@
+"""Capacity planning: what a sweep needs on each device, before anything is trained.
+
+  python -m jaxdiff.plan --config=configs/celeba.py
+  python -m jaxdiff.plan --config=configs/celeba.py --config.train.models_axis=vmap \
+      --device_memory=16GiB --probe_steps=5
+
+Takes the same flags as `python -m jaxdiff.main` (--workdir is accepted and ignored, so a
+launch command can be checked by replacing `jaxdiff.main` with `jaxdiff.plan`). It builds
+the sweep's real programs (`train.Programs`: the chunk of optimizer steps and the
+evaluation, with `train.make_specs`) from shapes alone, with no dataset, no Inception
+weights and nothing trained, compiles them for the devices of this machine (of all
+processes on a pod) and prints:
+
+  - the runs, the ('models', 'data') mesh, runs per device and the models-axis strategy;
+  - parameters and optimizer state per run and per device;
+  - what stays on each device for the whole sweep (its runs' train state and inputs, the
+    replicated data and quality network), from the shapes and shardings;
+  - XLA's memory analysis of the two compiled programs per device: temporaries (the
+    activations of the step; the sampler, memorization and quality features of the
+    evaluation) and new outputs (the chunk's state is donated, so it updates in place);
+  - the estimated peak per device, resident + the larger program's temporaries and new
+    outputs, against the device's capacity (`bytes_limit` of accelerators; on CPU the
+    host's memory shared by its devices; or --device_memory);
+  - the cross-device operations XLA put in each program (runs never communicate: only
+    the chunk's all-reduce over 'data' belongs there);
+  - model-steps/s from a timed probe of the compiled chunk program (a few steps on
+    zero data with freshly initialised runs; --probe_steps=0 skips it).
+
+A layout whose estimate exceeds FIT_FRACTION of the capacity (XLA's analysis leaves out
+allocator fragmentation and runtime buffers) is refused with one line and exit code 2
+that says what to change. To rehearse a pod layout on a workstation, give the CPU as many
+fake devices as the pod has chips and the chip's memory, e.g.
+`JAX_NUM_CPU_DEVICES=16 python -m jaxdiff.plan --config=... --device_memory=32GiB`
+(the CPU compiler's layouts differ from a TPU's: expect the right order of magnitude).
+"""
+
+from __future__ import annotations
+
+# plan rebuilds the trainer's programs from its pieces, including a few private helpers of
+# jaxdiff.train, jaxdiff.metrics.quality and jaxdiff.main (the CLI's flags and errors).
+# pylint: disable=protected-access
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import time
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import diffusion
+from jaxdiff import models
+from jaxdiff import runs as runs_lib
+from jaxdiff import sharding
+from jaxdiff import train
+from jaxdiff import train_state as ts
+from jaxdiff import validation
+from jaxdiff.errors import ConfigError, JaxdiffError
+
+FIT_FRACTION = 0.9
+IMAGE_DATASETS = ("digits", "celeb_a", "cifar10")
+LABELLED_DATASETS = ("digits", "cifar10", "gmm")  # those with class / component labels
+_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
+          "T": 1e12, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+  """'16GiB', '512MB', '1e9', '1000000' -> bytes."""
+  m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
+  unit = m.group(2).upper() if m else None
+  if not m or unit not in _UNITS:
+    raise JaxdiffError(f"--device_memory={text!r}: expected a size such as 16GiB, 512MB or "
+                       "1e9 (bytes)")
+  try:
+    value = float(m.group(1)) * _UNITS[unit]
+  except ValueError:
+    raise JaxdiffError(f"--device_memory={text!r}: expected a size such as 16GiB") from None
+  if not value > 0:
+    raise JaxdiffError(f"--device_memory={text!r}: expected a positive size")
+  return int(value)
+
+
+def human(num_bytes: float) -> str:
+  for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    if abs(num_bytes) >= size:
+      return f"{num_bytes / size:.3g} {unit}"
+  return f"{int(num_bytes)} B"
+
+
+def duration(seconds: float) -> str:
+  for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+    if seconds >= size:
+      return f"{seconds / size:.3g} {unit}"
+  return f"{seconds:.3g} s"
+
+
+def data_shape_of(config) -> tuple[int, ...]:
+  """The shape of one data item, from the config alone (as input_pipeline loads it)."""
+  d = config.data
+  if d.dataset in ("gmm", "gaussian"):
+    return (int(d.dim),)
+  if d.dataset == "digits":
+    return (8, 8, 1)  # scikit-learn's 8x8 digits are not resized
+  return (int(d.image_size), int(d.image_size), 1 if d.grayscale else 3)
+
+
+def _abstract_quality(kind: str, data_shape):
+  """The feature function and the abstract parameters of a quality metric (no weights,
+  no reference statistics): all the evaluation program needs to be compiled."""
+  if kind not in ("fid", "classifier_fd", "pixel_fd"):
+    return None, None
+  from jaxdiff.metrics import quality as quality_lib
+  if kind == "pixel_fd":
+    return types.SimpleNamespace(features=quality_lib._pixel_features), None
+  if kind == "fid":
+    from jaxdiff.metrics import inception
+    params = jax.eval_shape(lambda: inception.InceptionV3FID().init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))["params"]
+    return types.SimpleNamespace(features=inception.inception_features), params
+  cfg = quality_lib.ClassifierConfig()
+  model = quality_lib.SmallClassifier(10, cfg.width, cfg.feature_dim)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1,) + tuple(data_shape))))["params"]
+  features = functools.partial(quality_lib._classifier_features, model)
+  return types.SimpleNamespace(features=features), params
+
+
+def _sds(shape, dtype, sharding_):
+  return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding_)
+
+
+def _local_bytes(tree) -> int:
+  """Bytes per device of a tree of sharded ShapeDtypeStructs (the largest shard)."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shard = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+    total += int(np.prod(shard, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+class AbstractSweep:
+  """A sweep's mesh, run table and compiled programs, from the config's shapes alone.
+
+  The same pieces as `train.Sweep` (the same `Programs`, step and evaluation specs), with
+  ShapeDtypeStructs in place of the data, so that the programs can be lowered and
+  compiled for any mesh without a dataset.
+  """
+
+  def __init__(self, config, devices=None):
+    validation.validate_sweep(config)
+    jax.config.update("jax_threefry_partitionable", True)  # as train.Sweep
+    self.config = config
+    self.table = table = runs_lib.build_run_table(config)
+    self.mesh = mesh = sharding.make_mesh(config.train.data_parallel, devices)
+    self.strategy = sharding.resolve_strategy(config.train.models_axis,
+                                              mesh.devices.flat[0].platform)
+    self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
+    self.runs_per_device = self.num_padded // mesh.shape[sharding.MODELS]
+    self.data_shape = data_shape = data_shape_of(config)
+    name = config.data.dataset
+    pool_rows = table.pool_size + table.capacity  # zero-padded as in train.Sweep
+    # A stand-in for input_pipeline.Dataset: zero-strided zeros of the real shapes.
+    self.dataset = dataset = types.SimpleNamespace(
+        kind="image" if name in IMAGE_DATASETS else "vector",
+        pool=np.broadcast_to(np.zeros((), np.float32), (pool_rows,) + data_shape),
+        test=np.broadcast_to(np.zeros((), np.float32), (config.data.num_test,) + data_shape),
+        pool_labels=np.zeros((0,), np.int32) if name in LABELLED_DATASETS else None,
+        metadata={"mean": np.full(data_shape, float(config.data.gmm_mean), np.float32)})
+    validation.validate_against_data(config, table, dataset, mesh)
+
+    self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
+    self.model = model = models.get_model(config.model, config.diffusion.num_steps)
+    tx = ts.make_optimizer(config.optim)
+    example = jnp.zeros((1,) + data_shape, jnp.float32)
+    self.num_params = train.num_params_of(model, example)
+    self.quality_kind = train._quality_kind(config, dataset)
+    quality, qparams = _abstract_quality(self.quality_kind, data_shape)
+    step_spec, self.eval_spec = train.make_specs(
+        config, table, schedule, data_shape, image_data=dataset.kind == "image",
+        gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
+                  if self.quality_kind == "gmm" else None))
+    self.programs = train.Programs(mesh, self.strategy, model, tx, schedule, step_spec,
+                                   self.eval_spec, quality, example, table.capacity,
+                                   ema=config.optim.ema_decay > 0)
+
+    rep, per_model = sharding.replicated(mesh), sharding.models_sharding(mesh)
+    self.host_inputs = train._run_inputs(table, dataset, config, self.num_padded)
+    self.inputs = {k: _sds(v.shape, v.dtype, per_model) for k, v in self.host_inputs.items()}
+    self.pool = _sds((pool_rows,) + data_shape, jnp.float32, rep)
+    self.test = _sds((config.data.num_test,) + data_shape, jnp.float32, rep)
+    self.qparams = (None if qparams is None else
+                    jax.tree.map(lambda p: _sds(p.shape, p.dtype, rep), qparams))
+    self.state = self.programs.abstract_state(self.inputs)
+    self.scalar = _sds((), jnp.int32, rep)
+
+  def lower_chunk(self):
+    return self.programs.chunk.lower(self.state, self.inputs, self.pool, self.scalar)
+
+  def lower_evaluate(self):
+    return self.programs.evaluate.lower(self.state, self.inputs, self.pool, self.test,
+                                        self.qparams, self.scalar)
+
+  def resident_bytes(self) -> dict[str, int]:
+    """Bytes per device of what stays on the devices for the whole sweep: the stacked
+    state's parts, the per-run inputs, the replicated data and quality network."""
+    s = self.state
+    out = {"params": _local_bytes(s.params), "opt_state": _local_bytes(s.opt_state),
+           "ema_params": _local_bytes(s.ema_params) if s.ema_params is not None else 0,
+           "state": _local_bytes(s) + _local_bytes(self.inputs),
+           "data": _local_bytes((self.pool, self.test)),
+           "quality": _local_bytes(self.qparams) if self.qparams is not None else 0}
+    out["total"] = out["state"] + out["data"] + out["quality"]
+    return out
+
+  def concrete(self, steps: int):
+    """Real arguments of the chunk program: initialised runs, a zero pool, `steps`."""
+    rep, per_model = sharding.replicated(self.mesh), sharding.models_sharding(self.mesh)
+    inputs = sharding.global_tree(self.host_inputs, per_model)
+    state = self.programs.init(inputs)
+    pool = jax.jit(lambda: jnp.zeros(self.pool.shape, jnp.float32), out_shardings=rep)()
+    return state, inputs, pool, sharding.global_array(np.asarray(steps, np.int32), rep)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramMemory:
+  """XLA's memory analysis of one compiled program, per device (bytes).
+
+  `arguments` counts only the arguments the program reads (jit drops unused ones: the
+  evaluation does not read the optimizer state); the plan counts the resident buffers
+  separately and adds each program's `extra`.
+  """
+  arguments: int
+  outputs: int
+  aliased: int
+  temporaries: int
+
+  @property
+  def extra(self) -> int:
+    """What the program allocates beyond its (resident) arguments: new outputs (donated
+    ones reuse their input) and temporaries."""
+    return max(0, self.outputs - self.aliased) + self.temporaries
+
+  @classmethod
+  def of(cls, compiled) -> "ProgramMemory":
+    m = compiled.memory_analysis()
+    if m is None:  # a backend without the analysis
+      return cls(0, 0, 0, 0)
+    return cls(int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
+               int(m.alias_size_in_bytes), int(m.temp_size_in_bytes))
+
+
+_COLLECTIVE = re.compile(
+    r"\b(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(")
+
+
+def collectives(compiled) -> dict[str, list[int]]:
+  """Cross-device operations of a compiled program: {op: [group size of each occurrence]}.
+
+  A sweep's runs never communicate: the chunk may only all-reduce over 'data' (groups of
+  train.data_parallel devices), the evaluation not at all. Anything else is a resharding
+  the partitioner inserted, i.e. a sharding bug.
+  """
+  found: dict[str, list[int]] = {}
+  for line in compiled.as_text().splitlines():
+    m = _COLLECTIVE.search(line)
+    if not m:
+      continue
+    groups = re.search(r"replica_groups=\{\{([0-9,]*)\}", line)
+    size = len(groups.group(1).split(",")) if groups else -1
+    iota = re.search(r"replica_groups=\[\d+,(\d+)\]", line)  # iota form [groups,size]
+    if iota:
+      size = int(iota.group(1))
+    found.setdefault(m.group(1), []).append(size)
+  return found
+
+
+def _describe_collectives(found: dict[str, list[int]]) -> str:
+  if not found:
+    return "none"
+  return ", ".join(f"{op} x{len(sizes)} (groups of {sorted(set(sizes))})"
+                   for op, sizes in sorted(found.items()))
+
+
+def device_capacity(device) -> tuple[int, str]:
+  """Usable memory of one device and where the number comes from."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except  (backends without statistics)
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), f"{device.platform} bytes_limit"
+  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  local = max(1, jax.local_device_count())
+  return int(total // local), f"host memory / {local} local {device.platform} device(s)"
+
+
+@dataclasses.dataclass
+class Plan:
+  """What a sweep needs per device (see the module docstring); `lines()` prints it."""
+  config_name: str
+  num_runs: int
+  num_padded: int
+  mesh_shape: dict
+  platform: str
+  strategy: str
+  runs_per_device: int
+  num_params: int
+  resident: dict
+  chunk: ProgramMemory
+  evaluation: ProgramMemory
+  capacity: int
+  capacity_source: str
+  compile_s: dict
+  collectives: dict
+  table: Any
+  config: Any
+  probe_steps: int = 0
+  probe_s: float | None = None
+
+  @property
+  def estimate(self) -> int:
+    """Peak bytes per device: the resident buffers plus the larger program's extra."""
+    return self.resident["total"] + max(self.chunk.extra, self.evaluation.extra)
+
+  @property
+  def fits(self) -> bool:
+    return self.estimate <= FIT_FRACTION * self.capacity
+
+  @property
+  def model_steps_per_s(self) -> float | None:
+    if not self.probe_s:
+      return None
+    return self.num_runs * self.probe_steps / self.probe_s
+
+  def lines(self) -> list[str]:
+    c, t, r = self.config, self.table, self.resident
+    ns = sorted({run.n for run in t.runs})
+    per_run = lambda b: b / max(1, self.runs_per_device)
+    devices = self.mesh_shape[sharding.MODELS] * self.mesh_shape[sharding.DATA]
+    out = [
+        f"jaxdiff plan: {self.config_name}: {c.model.name} W={c.model.width} on "
+        f"{c.data.dataset} {'x'.join(str(v) for v in data_shape_of(c))}, "
+        f"{c.optim.name}, batch <= {t.batch}, {c.train.num_steps} steps",
+        f"  runs: {self.num_runs} (n = {ns[0]}..{ns[-1]}: {len(ns)} values x "
+        f"{len(tuple(c.data.seeds))} seeds x {len(tuple(c.data.index))} data blocks x "
+        f"{len(tuple(c.optim.lr))} lr)"
+        + (f", padded to {self.num_padded} ({self.num_padded - self.num_runs} padding slots "
+           "repeat the last run)" if self.num_padded > self.num_runs else ""),
+        f"  mesh: {self.mesh_shape[sharding.MODELS]} models x {self.mesh_shape[sharding.DATA]}"
+        f" data over {devices} {self.platform} device(s) in {jax.process_count()} "
+        f"process(es); {self.runs_per_device} run(s) per device, strategy {self.strategy}",
+        f"  parameters: {self.num_params:,} per run ({human(per_run(r['params']))}); "
+        f"optimizer state {human(per_run(r['opt_state']))} per run"
+        + (f"; EMA {human(per_run(r['ema_params']))} per run" if r["ema_params"] else ""),
+        f"  resident per device: {human(r['total'])} = train state and run inputs "
+        f"{human(r['state'])} + data {human(r['data'])} (pool and test, replicated)"
+        + (f" + quality network {human(r['quality'])}" if r["quality"] else ""),
+        f"  train chunk (XLA, per device): activations and temporaries "
+        f"{human(self.chunk.temporaries)}, new outputs "
+        f"{human(max(0, self.chunk.outputs - self.chunk.aliased))}",
+        f"  evaluation (XLA, per device): temporaries {human(self.evaluation.temporaries)} "
+        f"(eval.sample_batch={c.eval.sample_batch} of {c.eval.num_samples} samples), "
+        f"outputs {human(self.evaluation.outputs)}",
+        f"  estimated peak per device: {human(self.estimate)} of {human(self.capacity)} "
+        f"({self.capacity_source}): {100 * self.estimate / self.capacity:.1f}%"
+        + ("" if self.fits else f", above the {FIT_FRACTION:.0%} limit"),
+        f"  compile: chunk {self.compile_s['chunk']:.1f} s, evaluation "
+        f"{self.compile_s['evaluate']:.1f} s; cross-device operations: chunk "
+        f"{_describe_collectives(self.collectives['chunk'])}, evaluation "
+        f"{_describe_collectives(self.collectives['evaluate'])}",
+    ]
+    if self.model_steps_per_s is not None:
+      rate = self.model_steps_per_s
+      total = c.train.num_steps * self.num_runs / rate
+      out.append(f"  probe: {self.probe_steps} step(s) of every run in {self.probe_s:.3g} s: "
+                 f"{rate:.4g} model-steps/s ({rate / self.num_runs:.4g} steps/s per run); "
+                 f"{c.train.num_steps} steps ~ {duration(total)} of training "
+                 "(evaluations extra)")
+    out.append("  fits" if self.fits else "  does not fit")
+    return out
+
+  def to_json(self) -> dict:
+    """The plan's numbers (bytes, seconds) as a JSON-able dict."""
+    return dict(
+        config=self.config_name, num_runs=self.num_runs, num_padded=self.num_padded,
+        mesh=dict(self.mesh_shape), platform=self.platform, strategy=self.strategy,
+        runs_per_device=self.runs_per_device, num_params=self.num_params,
+        resident=dict(self.resident),
+        chunk=dict(dataclasses.asdict(self.chunk), extra=self.chunk.extra),
+        evaluation=dict(dataclasses.asdict(self.evaluation), extra=self.evaluation.extra),
+        estimate=self.estimate, capacity=self.capacity, capacity_source=self.capacity_source,
+        fit_fraction=FIT_FRACTION, fits=self.fits, compile_s=dict(self.compile_s),
+        collectives=self.collectives, probe_steps=self.probe_steps, probe_s=self.probe_s,
+        model_steps_per_s=self.model_steps_per_s)
+
+  def refusal(self) -> str:
+    """One line: which program does not fit, by how much, and what to change."""
+    c = self.config
+    if self.evaluation.extra >= self.chunk.extra:
+      which = "the evaluation"
+    else:
+      which = "the train step"
+    if self.resident["total"] > max(self.chunk.extra, self.evaluation.extra):
+      which = "the resident state and data"
+    hints = []
+    if which == "the evaluation" and c.eval.sample_batch > 1:
+      hints.append(f"a smaller eval.sample_batch (now {c.eval.sample_batch}: samples "
+                   "generated together)")
+    if self.runs_per_device > 1:
+      hints.append(f"fewer runs per device (now {self.runs_per_device}: {self.num_runs} runs "
+                   f"on {self.mesh_shape[sharding.MODELS]} 'models' devices): more devices, "
+                   "or fewer runs per job (split data.n_train or data.seeds over jobs)")
+    if which == "the train step":
+      if self.table.batch % (2 * c.train.data_parallel) == 0:
+        hints.append(f"train.data_parallel={2 * c.train.data_parallel} (splits each run's "
+                     f"batch of {self.table.batch} over devices)")
+      if self.strategy == "vmap" and self.runs_per_device > 1:
+        hints.append("train.models_axis=unroll (one run's activations at a time)")
+    if not hints:
+      hints.append("devices with more memory")
+    return (f"does not fit: {which} needs ~{human(self.estimate)} per device, more than "
+            f"{FIT_FRACTION:.0%} of {human(self.capacity)} ({self.capacity_source}); "
+            "change: " + "; or ".join(hints))
+
+
+def make_plan(config, devices=None, *, device_memory: int | None = None,
+              probe_steps: int = 10, config_name: str = "") -> Plan:
+  """Compiles the sweep's programs from shapes, measures them, and probes the chunk.
+
+  Args:
+    config: a diffusion-sweep config.
+    devices: the devices of the mesh (default: all devices of all processes).
+    device_memory: bytes per device to plan for (default: what the device reports).
+    probe_steps: optimizer steps of the timed probe (0: no probe). The probe runs only
+      when the layout fits.
+  """
+  sweep = AbstractSweep(config, devices)
+  t0 = time.time()
+  chunk = sweep.lower_chunk().compile()
+  t1 = time.time()
+  evaluation = sweep.lower_evaluate().compile()
+  t2 = time.time()
+  device = sweep.mesh.devices.flat[0]
+  if device_memory is None:
+    capacity, source = device_capacity(device)
+  else:
+    capacity, source = int(device_memory), "--device_memory"
+  plan = Plan(
+      config_name=config_name, num_runs=sweep.table.num_runs, num_padded=sweep.num_padded,
+      mesh_shape=dict(sweep.mesh.shape), platform=device.platform, strategy=sweep.strategy,
+      runs_per_device=sweep.runs_per_device, num_params=sweep.num_params,
+      resident=sweep.resident_bytes(), chunk=ProgramMemory.of(chunk),
+      evaluation=ProgramMemory.of(evaluation), capacity=capacity, capacity_source=source,
+      compile_s={"chunk": t1 - t0, "evaluate": t2 - t1},
+      collectives={"chunk": collectives(chunk), "evaluate": collectives(evaluation)},
+      table=sweep.table, config=config)
+  if probe_steps > 0 and plan.fits:
+    state, inputs, pool, steps = sweep.concrete(probe_steps)
+    state = chunk(state, inputs, pool, steps)  # warm-up: first-call costs
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    state = chunk(state, inputs, pool, steps)
+    jax.block_until_ready(state)
+    plan.probe_s, plan.probe_steps = time.perf_counter() - start, probe_steps
+  return plan
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def _define_flags():
+  from absl import flags
+  flags.DEFINE_string("device_memory", None, "Memory per device to plan for (e.g. 16GiB); "
+                      "default: what the device reports (host memory / devices on CPU).")
+  flags.DEFINE_integer("probe_steps", 10, "Optimizer steps of the timed probe (0: none).",
+                       lower_bound=0)
+  flags.DEFINE_bool("json", False, "Print the plan as one JSON object instead of text.")
+
+
+def main(argv) -> None:
+  from absl import flags
+  from absl import logging
+  from ml_collections import config_flags
+  from jaxdiff import main as cli
+  if len(argv) > 1:
+    cli._fail(f"unexpected arguments {argv[1:]}")
+  config = cli._CONFIG.value
+  if config is None:
+    cli._fail("--config is required, e.g. --config=configs/celeba.py")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  fv = flags.FLAGS
+  try:
+    capacity = parse_bytes(fv.device_memory) if fv.device_memory else None
+    sharding.maybe_initialize_distributed()
+    if config.get("experiment", "diffusion") != "diffusion":
+      raise ConfigError("experiment", config.experiment, "'diffusion' (plans are for sweeps)")
+    plan = make_plan(config, device_memory=capacity, probe_steps=fv.probe_steps,
+                     config_name=config_flags.get_config_filename(fv["config"]))
+  except JaxdiffError as e:
+    cli._fail(str(e))
+  if jax.process_index() == 0:
+    text = json.dumps(plan.to_json()) if fv.json else "\n".join(plan.lines())
+    print(text, flush=True)
+  if not plan.fits:
+    cli._fail(plan.refusal())
+
+
+if __name__ == "__main__":
+  from absl import app
+  from jaxdiff import main as _cli
+  _define_flags()
+  jax.config.config_with_absl()
+  app.run(main, flags_parser=_cli._parse_flags)
