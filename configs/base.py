@@ -121,6 +121,9 @@ def get_config():
   train.steps_per_dispatch = 1000
   # How runs are laid out inside one device: auto | unroll | vmap (auto: unroll on CPU).
   train.models_axis = "auto"
+  # Runs computed at once on a device (0: all of its runs); G > 0 runs groups of G one
+  # after another in the same program: the memory of G runs (see python -m jaxdiff.plan).
+  train.models_group = 0
   # Devices along the mesh's 'data' axis (splits one run's batch); the rest go to 'models'.
   train.data_parallel = 1
   # Save a checkpoint at least this often (seconds), besides every evaluation time.

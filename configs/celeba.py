@@ -8,10 +8,12 @@ momentum 0.95, batch min(n, 512); 2M steps; at the paper's ~40 milestones, 10,00
 samples (200 steps) per run for f_mem (k = 1/3) and FID against 5 sets of 10,000 held-out
 images, and the train/test losses at t = 0.01 (2,048 test images).
 
-Hardware: sized for GPUs (the paper needed ~50 GPU-hours per 2M-step model on 2 H100s);
-one run per accelerator via the 'models' mesh axis, or several per device with
-train.models_axis = vmap. Use `launch/` for pods and clusters and `python -m jaxdiff.plan`
-to check memory first. `:small` shrinks it for a smoke test (2 values of n, 2,000 steps,
+Hardware: sized for GPUs (the paper needed ~50 GPU-hours per 2M-step model on 2 H100s).
+The runs spread over the devices' 'models' mesh axis; on a device, 2 runs are computed at
+a time (train.models_group = 2): XLA's estimate (`python -m jaxdiff.plan`) is ~21 GiB of
+activations and temporaries per run at batch 512, so all 9 runs at once would need ~190
+GiB. Check memory with `python -m jaxdiff.plan` and raise the group on larger devices; use
+`launch/` for pods and clusters. `:small` shrinks it for a smoke test (2 values of n, 2,000 steps,
 1,000 samples).
 
 Expected (paper Figs 2-3): tau_gen ~ 1e5 steps for every n (FID plateau, FID ~ 35 at
@@ -28,6 +30,7 @@ from configs import base
 def get_config(arg: str | None = None):
   config = base.get_config()  # base holds the paper's CelebA setting
   config.data.dataset = "celeb_a"
+  config.train.models_group = 2  # the memory of 2 runs per device (see above)
   if arg == "small":
     config.data.n_train = (128, 1024)
     config.train.num_steps = 2000

@@ -10,7 +10,7 @@ followed by the 10,000 test images (TFDS order); the last 2,048 are held out for
 loss, and FID reference sets come from the images no run trains on. n up to 16,384 so that
 5 reference sets of 5,000 images remain.
 
-Hardware: GPUs, as configs/celeba.py. Expected: the same two timescales (tau_gen
+Hardware: GPUs, as configs/celeba.py (2 runs computed at a time per device). Expected: the same two timescales (tau_gen
 independent of n, tau_mem growing with n); CIFAR-10's more varied images should push
 tau_mem later than CelebA's at equal n. Without Inception weights the quality metric is a
 Frechet distance in the features of a classifier trained on CIFAR-10 labels (labelled as
@@ -25,6 +25,7 @@ from configs import base
 def get_config(arg: str | None = None):
   config = base.get_config()
   config.data.dataset = "cifar10"
+  config.train.models_group = 2  # ~21 GiB of activations per run at batch 512
   config.data.n_train = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
   config.eval.fid_set_size = 5000
   if arg == "rgb":

@@ -30,7 +30,7 @@ from jaxdiff.errors import WorkdirError
 # what, is computed).
 RESUMABLE_KEYS = (
     "train.num_steps", "train.steps_per_dispatch", "train.checkpoint_every_secs",
-    "train.max_checkpoints", "train.models_axis", "train.data_parallel",
+    "train.max_checkpoints", "train.models_axis", "train.models_group", "train.data_parallel",
     "eval.times", "eval.grid", "eval.num_times", "eval.first_time", "eval.sample_batch",
     "eval.grid_runs", "eval.grid_samples", "eval.inception_weights", "eval.cache_dir",
     "data.tfds_data_dir", "model.conv_batching",

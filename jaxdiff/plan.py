@@ -186,7 +186,8 @@ class AbstractSweep:
                   if self.quality_kind == "gmm" else None))
     self.programs = train.Programs(mesh, self.strategy, model, tx, schedule, step_spec,
                                    self.eval_spec, quality, example, table.capacity,
-                                   ema=config.optim.ema_decay > 0)
+                                   ema=config.optim.ema_decay > 0,
+                                   group=config.train.models_group)
 
     rep, per_model = sharding.replicated(mesh), sharding.models_sharding(mesh)
     self.host_inputs = train._run_inputs(table, dataset, config, self.num_padded)
@@ -354,7 +355,9 @@ class Plan:
            "repeat the last run)" if self.num_padded > self.num_runs else ""),
         f"  mesh: {self.mesh_shape[sharding.MODELS]} models x {self.mesh_shape[sharding.DATA]}"
         f" data over {devices} {self.platform} device(s) in {jax.process_count()} "
-        f"process(es); {self.runs_per_device} run(s) per device, strategy {self.strategy}",
+        f"process(es); {self.runs_per_device} run(s) per device, strategy {self.strategy}"
+        + (f", {c.train.models_group} at a time" if 0 < c.train.models_group
+           < self.runs_per_device else ""),
         f"  parameters: {self.num_params:,} per run ({human(per_run(r['params']))}); "
         f"optimizer state {human(per_run(r['opt_state']))} per run"
         + (f"; EMA {human(per_run(r['ema_params']))} per run" if r["ema_params"] else ""),
@@ -402,16 +405,25 @@ class Plan:
   def refusal(self) -> str:
     """One line: which program does not fit, by how much, and what to change."""
     c = self.config
+    # The peak is the resident buffers plus the larger program's temporaries.
     if self.evaluation.extra >= self.chunk.extra:
-      which = "the evaluation"
+      which, extra = "the evaluation", self.evaluation.extra
     else:
-      which = "the train step"
-    if self.resident["total"] > max(self.chunk.extra, self.evaluation.extra):
-      which = "the resident state and data"
+      which, extra = "the train step", self.chunk.extra
     hints = []
     if which == "the evaluation" and c.eval.sample_batch > 1:
       hints.append(f"a smaller eval.sample_batch (now {c.eval.sample_batch}: samples "
                    "generated together)")
+    at_once = min(self.runs_per_device, c.train.models_group or self.runs_per_device)
+    room = FIT_FRACTION * self.capacity - self.resident["total"]
+    if room > 0 and at_once > 1:
+      # The programs' temporaries grow with the runs computed at once (activations: the
+      # U-Net's at batch 512 are ~20 GiB a run); how many fit beside the resident state.
+      per_run_extra = max(self.chunk.extra, self.evaluation.extra) / at_once
+      fit = int(room // per_run_extra) if per_run_extra > 0 else 0
+      if 1 <= fit < at_once:
+        hints.append(f"train.models_group={fit} (computes {fit} of the device's "
+                     f"{self.runs_per_device} runs at a time, ~{human(per_run_extra)} each)")
     if self.runs_per_device > 1:
       hints.append(f"fewer runs per device (now {self.runs_per_device}: {self.num_runs} runs "
                    f"on {self.mesh_shape[sharding.MODELS]} 'models' devices): more devices, "
@@ -420,12 +432,12 @@ class Plan:
       if self.table.batch % (2 * c.train.data_parallel) == 0:
         hints.append(f"train.data_parallel={2 * c.train.data_parallel} (splits each run's "
                      f"batch of {self.table.batch} over devices)")
-      if self.strategy == "vmap" and self.runs_per_device > 1:
-        hints.append("train.models_axis=unroll (one run's activations at a time)")
     if not hints:
       hints.append("devices with more memory")
-    return (f"does not fit: {which} needs ~{human(self.estimate)} per device, more than "
-            f"{FIT_FRACTION:.0%} of {human(self.capacity)} ({self.capacity_source}); "
+    return (f"does not fit: the resident state and data ({human(self.resident['total'])}) "
+            f"plus {which}'s temporaries ({human(extra)}) need ~{human(self.estimate)} per "
+            f"device, more than {FIT_FRACTION:.0%} of {human(self.capacity)} "
+            f"({self.capacity_source}); "
             "change: " + "; or ".join(hints))
 
 

@@ -13,6 +13,8 @@ Inside a device the runs are laid out by `train.models_axis`:
   - "vmap": jax.vmap over the local models (batched matmuls/convolutions; the choice for
     accelerators with large models axes).
   - "auto": unroll on CPU, vmap elsewhere.
+`train.models_group` = G > 0 computes G runs at a time, the groups one after another in
+the same program (memory of G runs, for models axes larger than a device holds).
 
 On several hosts every process runs the same command; `maybe_initialize_distributed()`
 (called by jaxdiff.main before any other JAX call) joins them into one JAX system with
@@ -288,27 +290,51 @@ def padded_num_runs(num_runs: int, mesh: Mesh) -> int:
   return int(math.ceil(num_runs / k) * k)
 
 
-def lift(fn: Callable, strategy: str) -> Callable:
+def lift(fn: Callable, strategy: str, group: int = 0) -> Callable:
   """Lifts fn(per_model, shared) to stacked per_model trees with a leading models axis.
 
   Args:
     fn: a function of ONE run: fn(per_model_tree, shared_tree) -> output tree.
     strategy: "unroll" or "vmap" (already resolved).
+    group: runs computed together (0: all of them); see `map_groups`.
 
   Returns:
     lifted(per_model_stacked, shared) -> outputs stacked along a new leading axis.
   """
   if strategy == "vmap":
-    return jax.vmap(fn, in_axes=(0, None))
-  if strategy != "unroll":
+    together = jax.vmap(fn, in_axes=(0, None))
+  elif strategy == "unroll":
+    def together(per_model, shared):
+      num = jax.tree.leaves(per_model)[0].shape[0]
+      outs = [fn(jax.tree.map(lambda x, m=m: x[m], per_model), shared) for m in range(num)]
+      return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  else:
     raise ValueError(f"unknown models-axis strategy {strategy!r}")
+  if not group:
+    return together
+  return lambda per_model, shared: map_groups(lambda pm: together(pm, shared), per_model,
+                                              group)
 
-  def unrolled(per_model, shared):
-    num = jax.tree.leaves(per_model)[0].shape[0]
-    outs = [fn(jax.tree.map(lambda x, m=m: x[m], per_model), shared) for m in range(num)]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
-  return unrolled
+def map_groups(fn: Callable, stacked: Any, group: int) -> Any:
+  """fn over consecutive groups of `group` runs, one group after another (`lax.map`).
+
+  fn takes and returns trees with a leading axis of runs. The groups run in sequence inside
+  one program, so the activations and temporaries alive at once are those of `group` runs,
+  not of all of them (`train.models_group`: the models axis of a device is then no longer
+  bounded by its memory). A last, smaller group takes the remainder.
+  """
+  num = jax.tree.leaves(stacked)[0].shape[0]
+  if not group or group >= num:
+    return fn(stacked)
+  full = num // group * group
+  head = jax.tree.map(lambda x: x[:full].reshape((num // group, group) + x.shape[1:]),
+                      stacked)
+  out = jax.tree.map(lambda y: y.reshape((full,) + y.shape[2:]), jax.lax.map(fn, head))
+  if full == num:
+    return out
+  tail = fn(jax.tree.map(lambda x: x[full:], stacked))
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
 
 
 def models_sharding(mesh: Mesh) -> NamedSharding:

@@ -128,10 +128,10 @@ class Programs:
 
   def __init__(self, mesh, strategy, model, tx, schedule, step_spec: StepSpec,
                eval_spec: evaluate.EvalSpec, quality, example, capacity, ema: bool,
-               quality_batch: int = 250):
+               quality_batch: int = 250, group: int = 0):
     self.mesh = mesh
     spec_m, spec_r = P(MODELS), P()
-    lift = functools.partial(sharding.lift, strategy=strategy)
+    lift = functools.partial(sharding.lift, strategy=strategy, group=group)
 
     def init_local(inputs):
       one = lambda inp, _: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
@@ -145,8 +145,14 @@ class Programs:
     def chunk_local(states, inputs, pool, num_steps):
       step = lambda args, pool_: train_step(args[0], args[1], pool_, model=model, tx=tx,
                                             schedule=schedule, spec=step_spec)
-      lifted = lift(step)
-      return jax.lax.fori_loop(0, num_steps, lambda i, s: lifted((s, inputs), pool), states)
+      lifted = sharding.lift(step, strategy)
+      run_steps = lambda st, inp: jax.lax.fori_loop(
+          0, num_steps, lambda i, s: lifted((s, inp), pool), st)
+      if not group:
+        return run_steps(states, inputs)
+      # A group does all the chunk's steps before the next group starts: the same results
+      # (runs are independent), the memory of `group` runs, one slicing per chunk.
+      return sharding.map_groups(lambda args: run_steps(*args), (states, inputs), group)
 
     self.chunk = jax.jit(
         jax.shard_map(chunk_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r),
@@ -359,7 +365,8 @@ class Sweep:
                   if self.quality_kind == "gmm" else None))
     self.programs = Programs(mesh, self.strategy, model, tx, schedule, step_spec, eval_spec,
                              self.quality, example, table.capacity,
-                             ema=config.optim.ema_decay > 0)
+                             ema=config.optim.ema_decay > 0,
+                             group=config.train.models_group)
 
     # Data on device once, replicated; the pool is zero-padded so that every run's
     # [offset, offset + capacity) window is in range.

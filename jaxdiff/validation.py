@@ -121,6 +121,8 @@ def validate_sweep(config) -> None:
   _choice("train.batch_policy", t.batch_policy, runs.BATCH_POLICIES)
   _positive_int("train.steps_per_dispatch", t.steps_per_dispatch)
   _choice("train.models_axis", t.models_axis, sharding.STRATEGIES)
+  _require(_is_int(t.models_group) and t.models_group >= 0, "train.models_group",
+           t.models_group, "an integer >= 0 (0: all of a device's runs at once)")
   _positive_int("train.data_parallel", t.data_parallel)
   _require(_is_num(t.checkpoint_every_secs) and t.checkpoint_every_secs > 0,
            "train.checkpoint_every_secs", t.checkpoint_every_secs, "a positive number of seconds")

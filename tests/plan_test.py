@@ -80,6 +80,19 @@ def test_a_layout_that_does_not_fit_is_refused_with_one_line(text_plan):
   assert "does not fit" in result.stdout and "probe:" not in result.stdout
 
 
+def test_refusal_proposes_a_models_group_that_fits(text_plan):
+  # Resident ~420 KiB and ~130 KiB of temporaries per run (3 per device): 800 kB leave
+  # room for the temporaries of 2 runs, not 3.
+  result = run_plan("--device_memory=800000", "--probe_steps=0", "--json")
+  assert result.returncode == 2, result.stderr[-3000:]
+  p = json.loads(result.stdout)
+  room = 0.9 * 800000 - p["resident"]["total"]
+  per_run = max(p["chunk"]["extra"], p["evaluation"]["extra"]) / 3
+  (error,) = [l for l in result.stderr.splitlines() if l.startswith("jaxdiff: error:")]
+  assert f"train.models_group={int(room // per_run)} (computes" in error, error
+  assert 1 <= int(room // per_run) < 3
+
+
 def test_huge_sample_batch_is_refused_naming_it(text_plan):
   result = run_plan("--config.eval.num_samples=200000", "--config.eval.sample_batch=200000",
                     "--device_memory=256MiB", "--probe_steps=0", "--json")

@@ -123,6 +123,19 @@ def test_one_device_equals_eight(reference, tmp_path):
     assert_rows_close(r1[key], r8[key], rtol=2e-4, atol=1e-5)
 
 
+def test_runs_computed_in_groups_equal_all_at_once(reference, tmp_path):
+  ref, _, _ = reference
+  # 4 runs on one device, 3 at a time: a group of 3 then a remainder of 1.
+  train.train_and_evaluate(tiny_config(**dict(REF, **{"train.models_group": 3})),
+                           str(tmp_path / "grouped"), devices=jax.devices()[:1])
+  r0, rg = rows_by(ref), rows_by(tmp_path / "grouped")
+  assert r0.keys() == rg.keys() and len(r0) == 8
+  for key in r0:
+    assert_rows_close(r0[key], rg[key], rtol=2e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               final_params(ref), final_params(tmp_path / "grouped"))
+
+
 def test_resume_equals_uninterrupted(reference, tmp_path):
   ref, _, _ = reference
   config, wd = tiny_config(**REF), str(tmp_path / "resumed")

@@ -46,6 +46,7 @@ BAD = [
     ("model.dropout", 1.0, r"model.dropout = 1.0"),
     ("diffusion.beta_max", 1e-5, r"0 < diffusion.beta_min < diffusion.beta_max < 1"),
     ("train.models_axis", "pmap", r"train.models_axis = 'pmap': expected one of"),
+    ("train.models_group", -1, r"train.models_group = -1: expected an integer >= 0"),
     ("experiment", "gan", r"experiment = 'gan'"),
 ]
 
