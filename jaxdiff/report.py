@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxdiff import fileio
+from jaxdiff import fits
+from jaxdiff import protocol
 from jaxdiff import timescales as ts
 from jaxdiff.errors import ConfigError, JaxdiffError, WorkdirError
 
@@ -117,6 +119,14 @@ DEFAULT_SETTINGS = {
     "loss_gap_sigmas": 2.0,      # config.report.loss_gap_sigmas (optional key)
     "phase_multipliers": (1.0, 3.0, 8.0),  # config.report.phase_multipliers (optional)
     "conf": 0.95,                # config.report.conf (optional)
+    # The sensitivity table (optional keys): tau_mem also with these thresholds (with
+    # f_mem_lo > 0), with these fractions of each run's final f_mem, and strict f_mem > 0;
+    # tau_gen also with these tolerances.
+    "sensitivity_thresholds": (0.005,),        # config.report.sensitivity_thresholds
+    "sensitivity_final_fractions": (0.1, 0.2),  # config.report.sensitivity_final_fractions
+    "sensitivity_tau_gen_tols": (0.05, 0.2),    # config.report.sensitivity_tau_gen_tols
+    "n_bootstrap": 1000,         # config.report.n_bootstrap: replicates of the seed bootstrap
+    "bootstrap_seed": 0,         # config.report.bootstrap_seed
 }
 
 
@@ -164,6 +174,24 @@ def settings_from_config(config: Mapping[str, Any], overrides=None) -> dict[str,
   if not s["phase_multipliers"] or min(s["phase_multipliers"]) <= 0:
     raise ConfigError("report.phase_multipliers", s["phase_multipliers"],
                       "a tuple of positive numbers, e.g. (1, 3, 8)")
+  for key, ok, expected in (
+      ("sensitivity_thresholds", lambda v: 0 <= v < 1, "a tuple of fractions in [0, 1)"),
+      ("sensitivity_final_fractions", lambda v: 0 < v <= 1, "a tuple of fractions in (0, 1]"),
+      ("sensitivity_tau_gen_tols", lambda v: v >= 0, "a tuple of tolerances >= 0")):
+    try:
+      s[key] = tuple(float(v) for v in s[key])
+      valid = all(ok(v) for v in s[key])
+    except (TypeError, ValueError):
+      valid = False
+    if not valid:
+      raise ConfigError(f"report.{key}", s[key], expected)
+  for key in ("n_bootstrap", "bootstrap_seed"):
+    v = s[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < (
+        10 if key == "n_bootstrap" else 0):
+      raise ConfigError(f"report.{key}", v, "an integer >= 10" if key == "n_bootstrap"
+                        else "an integer >= 0")
+    s[key] = int(v)
   return s
 
 
@@ -224,8 +252,45 @@ class GroupResult:
 
 
 @dataclasses.dataclass
+class Sensitivity:
+  """One onset definition, every run's onset under it, and the fits of its scaling.
+
+  Attributes:
+    key: a short identifier ("configured", "strict", "thr_0.005", "final_0.1", "tol_0.2").
+    label: the definition in words.
+    onsets: one Onset per run (in the order of the runs they were computed for).
+    fit: the censoring-aware fit (jaxdiff.fits), or None when the data do not determine it.
+    least_squares: the old fit over the observed runs only (for comparison), or None.
+  """
+  key: str
+  label: str
+  onsets: list[ts.Onset]
+  fit: fits.CensoredFit | None
+  least_squares: ts.PowerLawFit | None
+
+  def counts(self) -> tuple[int, int, int]:
+    """(observed, right-censored, left-censored) runs."""
+    st = [o.status for o in self.onsets]
+    return st.count(ts.OBSERVED), st.count(ts.RIGHT_CENSORED), st.count(ts.LEFT_CENSORED)
+
+  def to_dict(self) -> dict[str, Any]:
+    obs, right, left = self.counts()
+    return {"key": self.key, "definition": self.label, "num_observed": obs,
+            "num_right_censored": right, "num_left_censored": left,
+            "censored_fit": None if self.fit is None else self.fit.to_dict(),
+            "least_squares": None if self.least_squares is None
+            else self.least_squares.to_dict()}
+
+
+@dataclasses.dataclass
 class SeriesResult:
-  """The runs of one (width, lr): the scaling with n."""
+  """The runs of one (width, lr): the scaling with n.
+
+  tau_mem_fit, tau_gen_fit and loss_gap_fit are the least-squares fits over the observed
+  runs (kept for comparison); the *_cfit fields are the censoring-aware fits the report's
+  sentences use; mem_sensitivity / gen_sensitivity hold every onset definition (the
+  configured one first) and collapse the collapse exponent.
+  """
   width: int
   lr: float
   num_params: int | None
@@ -238,6 +303,18 @@ class SeriesResult:
   loss_gap_fit: ts.PowerLawFit | None
   n_crossover: float | None
   contrast: dict[str, Any] | None
+  mem_sensitivity: list[Sensitivity] = dataclasses.field(default_factory=list)
+  gen_sensitivity: list[Sensitivity] = dataclasses.field(default_factory=list)
+  collapse: fits.CollapseFit | None = None
+  loss_gap_cfit: fits.CensoredFit | None = None
+
+  @property
+  def tau_mem_cfit(self) -> fits.CensoredFit | None:
+    return self.mem_sensitivity[0].fit if self.mem_sensitivity else None
+
+  @property
+  def tau_gen_cfit(self) -> fits.CensoredFit | None:
+    return self.gen_sensitivity[0].fit if self.gen_sensitivity else None
 
   @property
   def runs(self) -> list[RunResult]:
@@ -262,6 +339,11 @@ class Analysis:
   phase: dict[float, list[ts.PhaseBoundary]]
   samples: list[dict[str, Any]]
   notes: list[str]
+  # per lr with several widths: {"mem": [Sensitivity of tau_mem = c n^a W^g], "gen":
+  # [Sensitivity of tau_gen = c W^b]}
+  width_sensitivity: dict[float, dict[str, list[Sensitivity]]] = dataclasses.field(
+      default_factory=dict)
+  sweeps: list[Sweep] = dataclasses.field(default_factory=list)
 
 
 def _run_curves(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -310,6 +392,96 @@ def _contrast(groups: list[GroupResult], threshold: float) -> dict[str, Any] | N
     return None
   return {"step": t, "n_small": small.n, "f_mem_small": float(np.mean(f_small)),
           "n_large": large.n, "f_mem_large": float(np.mean(f_large))}
+
+
+def tau_mem_definitions(settings: Mapping[str, Any]):
+  """The onset definitions of the sensitivity table: [(key, label, run -> Onset)].
+
+  The configured one first; then the paper's strict f_mem > 0 (no lower-bound test), the
+  extra thresholds (with f_mem_lo > 0), and fractions of each run's final f_mem (with
+  f_mem_lo > 0; a run whose final f_mem is 0 never reaches any fraction of it).
+  """
+  thr = settings["tau_mem_threshold"]
+  out = [("configured", f"f_mem > {fmt(thr)} with f_mem_lo > 0 (configured)",
+          lambda r: r.tau_mem)]
+  out.append(("strict", "f_mem > 0 (the paper's wording)",
+              lambda r: ts.tau_mem(r.curves["step"], r.curves["f_mem"], threshold=0.0)))
+
+  def absolute(t):
+    return lambda r: ts.tau_mem(r.curves["step"], r.curves["f_mem"], r.curves["f_mem_lo"],
+                                r.curves["f_mem_hi"], threshold=t)
+
+  def relative(frac):
+    def onset(r):
+      final = r.final("f_mem")[0]
+      if final is None or final <= 0:
+        t = r.curves["step"]
+        return ts.Onset(ts.RIGHT_CENSORED, bound=float(t[-1]), lo=float(t[-1]))
+      return ts.tau_mem(r.curves["step"], r.curves["f_mem"], r.curves["f_mem_lo"],
+                        r.curves["f_mem_hi"], threshold=frac * final)
+    return onset
+
+  for t in settings["sensitivity_thresholds"]:
+    if t != thr:
+      out.append((f"thr_{t:g}", f"f_mem > {fmt(t)} with f_mem_lo > 0", absolute(t)))
+  for frac in settings["sensitivity_final_fractions"]:
+    out.append((f"final_{frac:g}", f"f_mem > {fmt(100 * frac)}% of the run's final f_mem",
+                relative(frac)))
+  return out
+
+
+def tau_gen_definitions(settings: Mapping[str, Any]):
+  """tau_gen under the configured tolerance and the sensitivity tolerances."""
+  tol0 = settings["tau_gen_tol"]
+  ref = settings["tau_gen_reference"]
+  scale = "|q_min|" if ref == "minimum" else "the drop q_max - q_min"
+
+  def make(tol):
+    return lambda r: ts.tau_gen(r.curves["step"], r.curves["quality"], tol=tol,
+                                abs_tol=settings["tau_gen_abs_tol"],
+                                quality_std=r.curves["quality_std"], reference=ref)
+
+  out = [("configured", f"within {fmt(tol0)}·{scale} of the minimum (configured)",
+          lambda r: r.tau_gen)]
+  for tol in settings["sensitivity_tau_gen_tols"]:
+    if tol != tol0:
+      out.append((f"tol_{tol:g}", f"within {fmt(tol)}·{scale} of the minimum", make(tol)))
+  return out
+
+
+def _fit_kw(settings, runs):
+  return dict(seeds=[r.info["seed"] for r in runs], indices=[r.info["index"] for r in runs],
+              conf=settings["conf"], num_bootstrap=settings["n_bootstrap"],
+              rng_seed=settings["bootstrap_seed"])
+
+
+def _sensitivity(runs, definitions, settings, variables) -> list[Sensitivity]:
+  """Every definition's onsets and fits; `variables(runs)` gives the fit's {name: x}."""
+  out = []
+  xs = variables(runs)
+  for key, label, onset in definitions:
+    onsets = [onset(r) for r in runs]
+    fit = fits.fit_onsets(xs, onsets, **_fit_kw(settings, runs))
+    obs = [i for i, o in enumerate(onsets) if o.observed]
+    ls = ts.fit_power_law_multi({k: np.asarray(v, float)[obs] for k, v in xs.items()},
+                                [onsets[i].value for i in obs], conf=settings["conf"])
+    out.append(Sensitivity(key, label, onsets, fit, ls))
+  return out
+
+
+def _collapse(runs, settings) -> fits.CollapseFit | None:
+  """The collapse exponent over the runs whose final f_mem exceeds the configured threshold."""
+  sel, curves = [], []
+  for r in runs:
+    final = r.final("f_mem")[0]
+    c = fits.normalized_curve(r.curves["step"], r.curves["f_mem"])
+    if c is None or final is None or final <= settings["tau_mem_threshold"]:
+      continue
+    sel.append(r)
+    curves.append(c)
+  if len({r.n for r in sel}) < 2:
+    return None
+  return fits.collapse_exponent([r.n for r in sel], curves, **_fit_kw(settings, sel))
 
 
 def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
@@ -389,6 +561,14 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
     if mem_fit is not None and gen_mean is not None and abs(mem_fit.alpha.value) > 1e-6:
       n_cross = (gen_mean.value / mem_fit.prefactor.value) ** (1.0 / mem_fit.alpha.value)
     num_params = _first([r.info.get("num_params") for r in srun])
+    by_n = lambda rr: {"n": [r.n for r in rr]}
+    mem_sens = _sensitivity(srun, tau_mem_definitions(settings), settings, by_n)
+    gen_sens = _sensitivity(srun, tau_gen_definitions(settings), settings, by_n)
+    gap_cfit = fits.fit_onsets(by_n(srun), [r.loss_gap for r in srun],
+                               **_fit_kw(settings, srun))
+    cmem = mem_sens[0].fit
+    if cmem is not None and gen_mean is not None and abs(cmem.alpha.value) > 1e-6:
+      n_cross = (gen_mean.value / cmem.prefactor.value) ** (1.0 / cmem.alpha.value)
     series.append(SeriesResult(
         width, lr, None if num_params is None else int(num_params), groups,
         budget=max(float(r.curves["step"][-1]) for r in srun),
@@ -398,9 +578,11 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
         tau_gen_mean=gen_mean,
         loss_gap_fit=ts.fit_power_law(gap_x, gap_y, conf=conf),
         n_crossover=n_cross,
-        contrast=_contrast(groups, thr)))
+        contrast=_contrast(groups, thr),
+        mem_sensitivity=mem_sens, gen_sensitivity=gen_sens,
+        collapse=_collapse(srun, settings), loss_gap_cfit=gap_cfit))
 
-  width_scaling, phase = {}, {}
+  width_scaling, phase, width_sens = {}, {}, {}
   for lr in sorted({s.lr for s in series}):
     ss = [s for s in series if s.lr == lr]
     rr = [r for s in ss for r in s.runs]
@@ -408,6 +590,14 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
       width_scaling[lr] = ts.width_scaling([r.width for r in rr], [r.n for r in rr],
                                            [r.tau_gen for r in rr], [r.tau_mem for r in rr],
                                            conf=conf)
+      # A seed's runs share their random key across widths too: the seed stays the cluster.
+      width_sens[lr] = {
+          "mem": _sensitivity(rr, tau_mem_definitions(settings), settings,
+                              lambda rr: {"n": [r.n for r in rr],
+                                          "width": [r.width for r in rr]}),
+          "gen": _sensitivity(rr, tau_gen_definitions(settings), settings,
+                              lambda rr: {"width": [r.width for r in rr]}),
+      }
     records = [dict(width=r.width, n=r.n, num_params=r.info.get("num_params"),
                     times=r.curves["step"], f_mem=r.curves["f_mem"],
                     f_mem_lo=r.curves["f_mem_lo"]) for r in rr]
@@ -420,7 +610,7 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
                   " / ".join(sorted(labels)) if labels else None,
                   " / ".join(sorted(names)) if names else None,
                   min(loss_ts) if len(loss_ts) == 1 else None,
-                  runs, series, width_scaling, phase, samples, notes)
+                  runs, series, width_scaling, phase, samples, notes, width_sens, list(sweeps))
 
 
 # ------------------------------------------------------------------ formatting
@@ -498,15 +688,72 @@ def _runs_list(ns: Sequence[int]) -> str:
   return ", ".join(str(n) for n in sorted(set(ns)))
 
 
+def _bounds(e: ts.Estimate) -> tuple[float, float]:
+  """An interval with open ends as -inf / inf."""
+  return (-math.inf if e.lo is None else e.lo, math.inf if e.hi is None else e.hi)
+
+
+def exponent_verdict(entries: Sequence[tuple[str, ts.Estimate]], ref: float) -> dict[str, Any]:
+  """How a set of exponent estimates (one per definition) stands against `ref`.
+
+  Returns {"kind": "all_contain" | "all_above" | "all_below" | "mixed" | "none",
+  "contain", "above", "below": labels, "min", "max": the range of the estimates,
+  "lo", "hi": the envelope of the intervals}. Every entry counts: the verdict is never
+  read off the narrowest interval.
+  """
+  contain, above, below = [], [], []
+  for label, e in entries:
+    lo, hi = _bounds(e)
+    (above if lo > ref else below if hi < ref else contain).append(label)
+  if not entries:
+    kind = "none"
+  elif len(contain) == len(entries):
+    kind = "all_contain"
+  elif len(above) == len(entries):
+    kind = "all_above"
+  elif len(below) == len(entries):
+    kind = "all_below"
+  else:
+    kind = "mixed"
+  vals = [e.value for _, e in entries]
+  los = [_bounds(e)[0] for _, e in entries]
+  his = [_bounds(e)[1] for _, e in entries]
+  return {"kind": kind, "contain": contain, "above": above, "below": below,
+          "min": min(vals) if vals else None, "max": max(vals) if vals else None,
+          "lo": min(los) if los else None, "hi": max(his) if his else None}
+
+
+def _interval_text(e: ts.Estimate) -> str:
+  r = lambda v: f"{round(v, 2) + 0.0:.2f}"
+  lo = "-∞" if e.lo is None else r(e.lo)
+  hi = "∞" if e.hi is None else r(e.hi)
+  return f"[{lo}, {hi}]"
+
+
+def _method_text(fit) -> str:
+  return ("seed bootstrap" if fit.interval_method == fits.BOOTSTRAP
+          else "run bootstrap within n" if fit.interval_method == "run_bootstrap"
+          else "profile likelihood")
+
+
+def mem_entries(s: SeriesResult) -> list[tuple[str, ts.Estimate]]:
+  """(definition, alpha) of every fitted tau_mem definition and the collapse criterion."""
+  out = [(row.label, row.fit.alpha) for row in s.mem_sensitivity if row.fit is not None]
+  if s.collapse is not None and not s.collapse.at_edge:
+    out.append(("collapse of f_mem / f_mem(τ_max) against τ / n^alpha", s.collapse.alpha))
+  return out
+
+
 def interpret_tau_mem(s: SeriesResult, settings: Mapping[str, Any]) -> list[str]:
-  """Sentences on tau_mem(n) of one series, generated from the fit."""
+  """Sentences on tau_mem(n) of one series, written from the whole sensitivity table."""
   thr = settings["tau_mem_threshold"]
+  conf = int(round(100 * settings["conf"]))
   runs = s.runs
   obs = [r for r in runs if r.tau_mem.observed]
   right = [r for r in runs if r.tau_mem.status == ts.RIGHT_CENSORED]
   left = [r for r in runs if r.tau_mem.status == ts.LEFT_CENSORED]
   out = []
-  fit = s.tau_mem_fit
+  fit = s.tau_mem_cfit
   if fit is None:
     out.append(
         "Too few runs memorized within the budget to fit tau_mem(n) (a fit needs memorizing "
@@ -517,36 +764,59 @@ def interpret_tau_mem(s: SeriesResult, settings: Mapping[str, Any]) -> list[str]
         + ". Train longer, or add smaller n, to measure the scaling.")
   else:
     a = fit.alpha
-    text = (f"tau_mem grows as n^{{{fmt_exponent(a)}}} over {fit.num_points} memorizing runs "
-            f"(n = {_runs_list(r.n for r in obs)}")
-    text += (f"; {int(round(fit.conf * 100))}% interval {fmt_slope(a).split(' ', 1)[1]})"
-             if a.lo is not None
-             else "; only two points: no interval)")
-    if a.lo is None:
-      text += ": the paper finds alpha = 1 (memorization time proportional to n)."
-    elif a.lo <= 1.0 <= a.hi:
-      text += ": memorization time proportional to n, as the paper finds (alpha = 1)."
-    elif a.lo > 1.0:
-      text += ": faster than proportional to n (the paper finds alpha = 1)."
-    elif a.lo > 0.0:
-      text += ": growing with n, but more slowly than the paper's alpha = 1."
+    out.append(
+        f"Under the configured definition (f_mem > {fmt(thr)} with f_mem_lo > 0), tau_mem "
+        f"grows as n^{{{fmt_exponent(a)}}} ({conf}% interval {_interval_text(a)}, "
+        f"{_method_text(fit)}; censoring-aware fit over {fit.num_runs} runs: "
+        f"{fit.num_observed} observed, {fit.num_right_censored} right- and "
+        f"{fit.num_left_censored} left-censored).")
+    entries = mem_entries(s)
+    v = exponent_verdict(entries, 1.0)
+    m = len(entries)
+    rng = (f"alpha lies between {fmt_slope(ts.Estimate(v['min']))} and "
+           f"{fmt_slope(ts.Estimate(v['max']))}")
+    head = f"Across the {m} onset definitions of the sensitivity table {rng}"
+    if v["kind"] == "all_contain":
+      out.append(f"{head} and every {conf}% interval contains 1: memorization time "
+                 "proportional to n, as the paper finds (alpha = 1), whichever definition.")
+    elif v["kind"] == "all_above":
+      out.append(f"{head} and every interval lies above 1: faster than proportional to n "
+                 "under every definition (the paper finds alpha = 1).")
+    elif v["kind"] == "all_below":
+      if all(_bounds(e)[0] > 0 for _, e in entries):
+        out.append(f"{head} and every interval lies below 1: growing with n, but more slowly "
+                   "than the paper's alpha = 1, under every definition.")
+      else:
+        out.append(f"{head}; every interval lies below 1 and some reach 0: no significant "
+                   "growth with n, unlike the paper (alpha = 1); look at the censored runs "
+                   "and the f_mem curves.")
     else:
-      text += (": no significant growth with n, unlike the paper (alpha = 1); look at the "
-               "censored runs and the f_mem curves.")
-    out.append(text)
+      parts = []
+      if v["contain"]:
+        parts.append(f"consistent with 1 under {len(v['contain'])} ("
+                     + "; ".join(v["contain"]) + ")")
+      if v["above"]:
+        parts.append(f"above 1 under {len(v['above'])} (" + "; ".join(v["above"]) + ")")
+      if v["below"]:
+        parts.append(f"below 1 under {len(v['below'])} (" + "; ".join(v["below"]) + ")")
+      out.append(f"{head}, {', '.join(parts)}: whether tau_mem grows faster than, as fast "
+                 "as or more slowly than n depends on how its onset is defined, so these "
+                 "runs do not settle alpha against the paper's alpha = 1 (their intervals "
+                 f"together span {_interval_text(ts.Estimate(0.0, v['lo'], v['hi']))}).")
     if s.tau_mem_per_n is not None:
       out.append(f"With alpha fixed to 1, tau_mem ≈ {fmt_est(s.tau_mem_per_n)} × n steps "
-                 f"(the paper: ≈ {PAPER_TAU_MEM_PER_N:.0f} n for its U-Net at W = 32 on "
+                 "(observed runs; "
+                 f"the paper: ≈ {PAPER_TAU_MEM_PER_N:.0f} n for its U-Net at W = 32 on "
                  "CelebA with SGD; the constant depends on model, data and optimizer).")
   if right and fit is not None:
     out.append(f"{len(right)} run(s) (n = {_runs_list(r.n for r in right)}) did not memorize "
                f"within {fmt(s.budget)} steps: they are right-censored (open triangles in "
-               "the figure) and left out of the fit, which therefore describes only the runs "
-               "that memorized.")
+               "the figure) and enter the censoring-aware fits as tau_mem > their last "
+               "evaluation (the least-squares column leaves them out).")
   if left:
     out.append(f"{len(left)} run(s) (n = {_runs_list(r.n for r in left)}) already memorized "
-               "at the first evaluation (left-censored, left out of the fit): evaluate "
-               "earlier to resolve them.")
+               "at the first evaluation (left-censored: they enter the fits as tau_mem ≤ the "
+               "first evaluation): evaluate earlier to resolve them.")
   return out
 
 
@@ -562,24 +832,34 @@ def interpret_tau_gen(s: SeriesResult, label: str | None) -> list[str]:
             "last one (right-censored)."]
   text = (f"tau_gen ≈ {fmt_est(s.tau_gen_mean)} steps (geometric mean over {len(obs)} of "
           f"{len(runs)} runs)")
-  fit = s.tau_gen_fit
-  if fit is not None and fit.alpha.lo is not None:
+  entries = [(row.label, row.fit.alpha) for row in s.gen_sensitivity if row.fit is not None
+             and row.fit.alpha.lo is not None and row.fit.alpha.hi is not None]
+  fit = s.tau_gen_cfit
+  if fit is not None and entries:
     b = fit.alpha
-    text += f"; its slope against n is {fmt_slope(b)}"
-    if b.lo <= 0.0 <= b.hi:
-      text += (": independent of n within its uncertainty, as in the paper (tau_gen ≈ 1e5 "
-               "SGD steps at W = 32 for every n).")
-    elif abs(b.value) < 0.2:
-      text += ": nearly independent of n (the paper: independent of n)."
-    elif (s.tau_mem_fit is not None and s.tau_mem_fit.alpha.lo is not None
-          and b.hi < 0.5 * s.tau_mem_fit.alpha.lo):
-      ratio = s.tau_mem_fit.alpha.value / b.value if b.value > 0 else float("inf")
-      text += (f": a weak dependence next to tau_mem's n^{s.tau_mem_fit.alpha.value:.2f} "
-               f"(about {fmt(ratio)}x smaller exponent), so the generalization window "
-               "[tau_gen, tau_mem] still widens with n; the paper finds tau_gen independent "
-               "of n.")
+    text += (f"; its slope against n is {fmt_slope(b)} under the configured tolerance "
+             f"({_method_text(fit)})")
+    v = exponent_verdict(entries, 0.0)
+    if len(entries) > 1:
+      text += (f" and between {fmt_slope(ts.Estimate(v['min']))} and "
+               f"{fmt_slope(ts.Estimate(v['max']))} across the {len(entries)} tolerances")
+    mem = [e for _, e in mem_entries(s)]
+    mem_lo = min((_bounds(e)[0] for e in mem), default=None)
+    if v["kind"] == "all_contain":
+      text += (": independent of n within its uncertainty under every tolerance, as in the "
+               "paper (tau_gen ≈ 1e5 SGD steps at W = 32 for every n).")
+    elif all(abs(e.value) < 0.2 for _, e in entries):
+      text += ": nearly independent of n under every tolerance (the paper: independent of n)."
+    elif (v["kind"] in ("all_above", "mixed") and mem_lo is not None and mem_lo > 0
+          and v["hi"] < 0.5 * mem_lo):
+      text += (": a weak dependence next to tau_mem's (every tau_gen interval ends below "
+               "half of every tau_mem interval), so the generalization window [tau_gen, "
+               "tau_mem] still widens with n; the paper finds tau_gen independent of n.")
+    elif v["kind"] == "mixed":
+      text += (": whether it depends on n depends on the tolerance (consistent with 0 under "
+               + "; ".join(v["contain"]) + "), so these runs do not settle it.")
     else:
-      text += ": it depends on n, unlike the paper's n-independent tau_gen."
+      text += ": it depends on n under every tolerance, unlike the paper's n-independent tau_gen."
   else:
     text += "."
   out = [text]
@@ -603,20 +883,61 @@ def interpret_contrast(s: SeriesResult) -> list[str]:
 
 
 def interpret_loss_gap(s: SeriesResult) -> list[str]:
-  both = [r for r in s.runs if r.loss_gap.observed and r.tau_mem.observed]
-  gap_obs = [r for r in s.runs if r.loss_gap.observed]
-  if not gap_obs:
-    return ["The test-train loss gap stays within its noise in every run (right-censored)."]
-  text = f"The loss gap opens beyond its noise in {len(gap_obs)} of {len(s.runs)} runs"
-  fit = s.loss_gap_fit
-  if fit is not None:
-    text += f", at a time growing as n^{{{fmt_exponent(fit.alpha)}}}"
-  text += "."
+  """The loss-gap sentence; runs open at the first evaluation are counted as left-censored."""
+  gap = [r.loss_gap for r in s.runs]
+  defined = [o for o in gap if o.status != ts.UNDEFINED]
+  if not defined:
+    return []
+  obs = [r for r in s.runs if r.loss_gap.observed]
+  left = [r for r in s.runs if r.loss_gap.status == ts.LEFT_CENSORED]
+  right = [r for r in s.runs if r.loss_gap.status == ts.RIGHT_CENSORED]
+  k = len(defined)
+  parts = []
+  if left:
+    first = min(float(r.curves["step"][0]) for r in left)
+    parts.append(f"is already open beyond its noise at the first evaluation (step "
+                 f"{fmt(first)}) in {len(left)} of {k} runs (left-censored: its onset is at "
+                 "or before it)")
+  if obs:
+    parts.append(f"opens beyond its noise during training in {len(obs)} of {k} runs")
+  if right:
+    parts.append(f"stays within its noise up to the last evaluation in {len(right)} of {k} "
+                 "runs (right-censored)")
+  text = "The test-train loss gap " + "; ".join(parts) + "."
+  fit = s.loss_gap_cfit
+  if fit is not None and obs:
+    text += (f" Its onset grows as n^{{{fmt_exponent(fit.alpha)}}} (censoring-aware, "
+             f"{_method_text(fit)}).")
+  both = [r for r in obs if r.tau_mem.observed]
   if both:
     before = sum(r.loss_gap.value <= r.tau_mem.value for r in both)
     text += (f" It opens before tau_mem in {before} of the {len(both)} runs where both are "
              "observed (the paper: the overfitting onset precedes memorization).")
+  if left and len(left) == k:
+    text += " Evaluate earlier to see it open."
   return [text]
+
+
+def interpret_width_exponents(wsens: Mapping[str, list[Sensitivity]]) -> list[str]:
+  """The width exponents (censoring-aware) across every onset definition (paper: -1)."""
+  out = []
+  for kind, name, what in (("mem", "tau_mem ∝ n^alpha W^gamma", "gamma"),
+                           ("gen", "tau_gen ∝ W^beta", "beta")):
+    entries = [(row.label, row.fit.exponent("width")) for row in wsens.get(kind, [])
+               if row.fit is not None]
+    if not entries:
+      continue
+    v = exponent_verdict(entries, -1.0)
+    text = (f"Censoring-aware {name}: {what} between {fmt_slope(ts.Estimate(v['min']))} and "
+            f"{fmt_slope(ts.Estimate(v['max']))} across {len(entries)} definitions")
+    text += {"all_contain": ", every interval containing -1, as the paper finds.",
+             "all_above": ", every interval above -1 (a weaker width dependence than the "
+                          "paper's W^-1).",
+             "all_below": ", every interval below -1 (a stronger width dependence than the "
+                          "paper's W^-1).",
+             }.get(v["kind"], "; whether it is -1 (the paper) depends on the definition.")
+    out.append(text)
+  return out
 
 
 def interpret_widths(ws: ts.WidthScaling) -> list[str]:
@@ -694,6 +1015,13 @@ def summary_dict(a: Analysis) -> dict[str, Any]:
         "tau_gen": None if s.tau_gen_mean is None else s.tau_gen_mean.to_dict(),
         "loss_gap_vs_n": None if s.loss_gap_fit is None else s.loss_gap_fit.to_dict(),
         "n_crossover": s.n_crossover, "memorization_contrast": s.contrast,
+        "tau_mem_vs_n_censored": None if s.tau_mem_cfit is None else s.tau_mem_cfit.to_dict(),
+        "tau_gen_vs_n_censored": None if s.tau_gen_cfit is None else s.tau_gen_cfit.to_dict(),
+        "loss_gap_vs_n_censored": (None if s.loss_gap_cfit is None
+                                   else s.loss_gap_cfit.to_dict()),
+        "tau_mem_sensitivity": [row.to_dict() for row in s.mem_sensitivity],
+        "tau_gen_sensitivity": [row.to_dict() for row in s.gen_sensitivity],
+        "collapse": None if s.collapse is None else s.collapse.to_dict(),
     })
   return {
       "workdirs": a.workdirs,
@@ -703,6 +1031,9 @@ def summary_dict(a: Analysis) -> dict[str, Any]:
       "runs": runs, "groups": groups, "fits": fits,
       "width_scaling": [{"lr": lr, **ws.to_dict()} for lr, ws in a.width_scaling.items()],
       "phase_diagram": [{"lr": lr, **b.to_dict()} for lr, bs in a.phase.items() for b in bs],
+      "width_sensitivity": [{"lr": lr, "tau_mem": [r.to_dict() for r in ws.get("mem", [])],
+                             "tau_gen": [r.to_dict() for r in ws.get("gen", [])]}
+                            for lr, ws in a.width_sensitivity.items()],
       "notes": a.notes,
   }
 
@@ -732,11 +1063,22 @@ def definitions(settings: Mapping[str, Any]) -> dict[str, str]:
                          "interpolated."),
       "log_time_interpolation": ("between evaluation times t0 < t1 a curve is taken linear in "
                                  "log t: a crossing of level L is at t0 (t1/t0)^((L-v0)/(v1-v0))."),
-      "fits": (f"y = c n^alpha by least squares on (log n, log y) over the uncensored runs, "
-               f"{conf}% t-based intervals from the regression; tau_mem/n with alpha fixed to "
-               "1 and tau_gen as geometric means over runs with t-intervals on logs; width "
-               "scaling: W·tau_gen and tau_mem·W/n per width, tau_gen = c W^beta and "
-               "tau_mem = c n^alpha W^gamma."),
+      "fits": (f"tau = c n^alpha (and c n^alpha W^gamma, c W^beta across widths) by "
+               "interval-censored maximum likelihood on log tau with log-normal scatter: "
+               "each run's onset enters as its interval (the evaluation bracket when "
+               "observed, (bound, ∞) when right-censored, (0, bound] when left-censored); "
+               f"{conf}% intervals from a bootstrap over seeds (all n of a seed together; "
+               "data indices likewise) where there are >= 3 of them, else from the "
+               "t-calibrated profile likelihood (jaxdiff.fits). For comparison, least "
+               "squares on (log n, log tau) over the observed runs only, with t-intervals. "
+               "tau_mem/n with alpha fixed to 1 and tau_gen as geometric means over the "
+               "observed runs with t-intervals on logs; width scaling: W·tau_gen and "
+               "tau_mem·W/n per width."),
+      "collapse": ("the alpha minimising the mean squared difference between the curves "
+                   "f_mem/f_mem(τ_max) of runs with different n against log τ - alpha log n "
+                   "(linear interpolation in log τ, grid step 0.005; runs whose final f_mem "
+                   "exceeds the tau_mem threshold); interval from the seed bootstrap, or "
+                   "with < 3 seeds from resampling the runs within each n."),
       "seed_statistics": (f"per (width, lr, n): means over seeds and data indices with {conf}% "
                           "t-intervals of the mean (timescales: geometric means, observed runs "
                           "only; figures shade the min-max range of the runs)."),
@@ -801,7 +1143,8 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
   for lr, ws in a.width_scaling.items():
     lines.append(f"**Across widths** (lr = {lr:g}):")
     lines.append("")
-    for sentence in interpret_widths(ws) + interpret_phase(a.phase.get(lr, [])):
+    for sentence in (interpret_widths(ws) + interpret_width_exponents(
+        a.width_sensitivity.get(lr, {})) + interpret_phase(a.phase.get(lr, []))):
       lines.append(f"- {sentence}")
     lines.append("")
   for note in a.notes:
@@ -827,18 +1170,25 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
   lines.append("")
 
   lines += ["## Fits", ""]
-  lines.append("| W | lr | tau_mem = c n^alpha: alpha | c | tau_mem / n (alpha = 1) | "
-               "tau_gen | tau_gen vs n: slope | loss gap vs n: slope |")
-  lines.append("|---|---|---|---|---|---|---|---|")
+  lines.append("Censoring-aware fits (interval-censored maximum likelihood, jaxdiff.fits); "
+               "the least-squares fits over the observed runs only, the method before, in "
+               "brackets after \"LS\".")
+  lines.append("")
+  lines.append("| W | lr | tau_mem = c n^alpha: alpha | c | LS alpha | tau_mem / n (alpha = 1) | "
+               "tau_gen | tau_gen vs n: slope | LS slope | loss gap vs n: slope |")
+  lines.append("|---|---|---|---|---|---|---|---|---|---|")
   for s in a.series:
-    f = s.tau_mem_fit
+    f = s.tau_mem_cfit
     alpha = "too few memorizing runs" if f is None else fmt_slope(f.alpha)
     c = "–" if f is None else fmt_est(f.prefactor)
-    slope = "–" if s.tau_gen_fit is None else fmt_slope(s.tau_gen_fit.alpha)
-    gap = "–" if s.loss_gap_fit is None else fmt_slope(s.loss_gap_fit.alpha)
-    lines.append(f"| {s.width} | {s.lr:g} | {alpha} | {c} | {fmt_est(s.tau_mem_per_n)} | "
-                 f"{fmt_est(s.tau_gen_mean)} | {slope} | {gap} |")
+    ls = "–" if s.tau_mem_fit is None else fmt_slope(s.tau_mem_fit.alpha)
+    slope = "–" if s.tau_gen_cfit is None else fmt_slope(s.tau_gen_cfit.alpha)
+    ls_gen = "–" if s.tau_gen_fit is None else fmt_slope(s.tau_gen_fit.alpha)
+    gap = "–" if s.loss_gap_cfit is None else fmt_slope(s.loss_gap_cfit.alpha)
+    lines.append(f"| {s.width} | {s.lr:g} | {alpha} | {c} | {ls} | {fmt_est(s.tau_mem_per_n)} "
+                 f"| {fmt_est(s.tau_gen_mean)} | {slope} | {ls_gen} | {gap} |")
   lines.append("")
+  lines += sensitivity_lines(a)
 
   if any(a.phase.values()):
     mults = s_["phase_multipliers"]
@@ -895,6 +1245,7 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
                  f"{fmt(best)} | {'–' if ff is None else f'{100 * ff:.3g}%'} |")
   lines.append("")
 
+  lines += protocol_section(a)
   lines += ["## Definitions", "",
             "The paper (arXiv 2505.17638) defines tau_gen and tau_mem in words only; these are "
             "the operational definitions used here (thresholds from config.report.*).", ""]
@@ -902,6 +1253,72 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
     lines.append(f"- **{k}**: {v}")
   lines.append("")
   return "\n".join(lines)
+
+
+def _sens_row(row: Sensitivity, name: str) -> str:
+  obs, right, left = row.counts()
+  f, ls = row.fit, row.least_squares
+  cens = "not determined" if f is None else fmt_slope(f.exponent(name))
+  how = "–" if f is None else _method_text(f)
+  lsq = "–" if ls is None else fmt_slope(ls.exponent(name))
+  return f"| {row.label} | {obs} / {right} / {left} | {cens} | {how} | {lsq} |"
+
+
+def sensitivity_lines(a: Analysis) -> list[str]:
+  """The sensitivity section: exponents under every onset definition, and the collapse."""
+  conf = int(round(100 * a.settings["conf"]))
+  out = ["## Sensitivity of the exponents to the onset definition", "",
+         "The paper defines tau_mem and tau_gen in words only; the report's sentences are "
+         "written from every row below, not from one. Runs: observed / right-censored / "
+         f"left-censored. Exponent: censoring-aware fit with its {conf}% interval; LS: least "
+         "squares over the observed runs only (t-interval), shown for comparison.", ""]
+  head = ["| definition of the onset | runs | exponent | interval from | LS exponent |",
+          "|---|---|---|---|---|"]
+  for s in a.series:
+    out += [f"**{s.label}**: tau_mem = c n^alpha", ""] + head
+    out += [_sens_row(row, "n") for row in s.mem_sensitivity]
+    c = s.collapse
+    if c is not None:
+      val = fmt_slope(c.alpha) + (" (at the grid's edge)" if c.at_edge else "")
+      out.append(f"| collapse of f_mem / f_mem(τ_max) against τ / n^alpha (the paper's "
+                 f"criterion) | {c.num_runs} curves | {val} | {_method_text(c)} | – |")
+    out.append("")
+    if any(row.fit is not None for row in s.gen_sensitivity):
+      out += [f"**{s.label}**: tau_gen = c n^slope", ""] + head
+      out += [_sens_row(row, "n") for row in s.gen_sensitivity]
+      out.append("")
+  for lr, ws in a.width_sensitivity.items():
+    for kind, name, title in (("mem", "width", "tau_mem = c n^alpha W^gamma: gamma"),
+                              ("gen", "width", "tau_gen = c W^beta: beta")):
+      rows = ws.get(kind, [])
+      if not any(r.fit is not None for r in rows):
+        continue
+      out += [f"**Across widths (lr = {lr:g})**: {title}", ""] + head
+      out += [_sens_row(row, name) for row in rows]
+      out.append("")
+  details = sorted({row.fit.interval_detail for s in a.series
+                    for row in s.mem_sensitivity + s.gen_sensitivity if row.fit is not None}
+                   | {s.collapse.interval_detail for s in a.series if s.collapse is not None})
+  if details:
+    out += ["Intervals: " + "; ".join(details) + ".", ""]
+  return out
+
+
+def protocol_section(a: Analysis) -> list[str]:
+  """How the runs were trained (from each workdir's config.json) and what differs from the paper."""
+  out = ["## Protocol", ""]
+  for sw in a.sweeps:
+    if len(a.sweeps) > 1:
+      out += [f"`{sw.path}`:", ""]
+    out += protocol.protocol_lines(sw.config, sw.runs, sw.path, a.quality_label,
+                                   a.quality_name)
+    out.append("")
+    diffs = protocol.differences(sw.config, sw.runs, a.quality_name)
+    study = protocol.STUDY_TITLE[protocol.study_of(sw.config)]
+    out += [f"Differences from the paper's protocol ({study}):", ""]
+    out += [f"- {d}" for d in diffs] if diffs else ["- none among the settings compared."]
+    out.append("")
+  return out
 
 
 # ------------------------------------------------------------------ entry points

@@ -20,7 +20,8 @@ exact when the curve is log-linear on [t0, t1]. A segment starting at step 0 (wh
 is undefined) is interpolated linearly in t instead.
 
 Across runs: power laws y = c x^alpha fitted by ordinary least squares on logs with
-t-based confidence intervals (runs as independent points; censored runs excluded), seed
+t-based confidence intervals (runs as independent points; censored runs excluded: the
+method before jaxdiff.fits, whose censoring-aware fits the report now states), seed
 statistics (t-based intervals of the mean over seeds and data indices; geometric means for
 timescales), width scaling (W tau_gen, tau_mem W / n; paper Fig. 3) and the (n, p) phase
 diagram (paper Fig. 3 right).
@@ -70,12 +71,16 @@ class Onset:
     value: the onset in steps when observed, else None (a censored onset is never a number).
     bound: the censoring bound, else None.
     lo, hi: an interval for the onset (see each estimator); None where open.
+    bracket: for an observed onset whose [lo, hi] is wider than its evaluation bracket
+      (tau_mem: widened by the bootstrap band), the bracket (t_{i-1}, t_i) in which the
+      defining condition first holds; None where [lo, hi] is the bracket.
   """
   status: str
   value: float | None = None
   bound: float | None = None
   lo: float | None = None
   hi: float | None = None
+  bracket: tuple[float, float] | None = None
 
   @property
   def observed(self) -> bool:
@@ -242,9 +247,10 @@ def tau_mem(times, f_mem, f_mem_lo=None, f_mem_hi=None, *, threshold: float = 0.
     threshold: config.report.tau_mem_threshold.
 
   Returns:
-    Onset. When observed, [lo, hi] spans the evaluation bracket [t_{i-1}, t_i] and the
-    threshold crossings of f_mem_hi (earliest plausible onset) and f_mem_lo (latest); hi is
-    None when f_mem_lo never crosses the threshold within the budget. Right-censored (bound
+    Onset. When observed, `bracket` is the evaluation bracket (t_{i-1}, t_i) and [lo, hi]
+    spans it and the threshold crossings of f_mem_hi (earliest plausible onset) and
+    f_mem_lo (latest); hi is None when f_mem_lo never crosses the threshold within the
+    budget. Right-censored (bound
     = last evaluation time) when the condition never holds, left-censored when it already
     holds at the first evaluation.
   """
@@ -274,7 +280,7 @@ def tau_mem(times, f_mem, f_mem_lo=None, f_mem_hi=None, *, threshold: float = 0.
   if lo_c is not None and np.any(np.isfinite(lo_c)):
     late = _first_rise(t, np.where(np.isfinite(lo_c), lo_c, -np.inf), threshold)
     hi = None if late is None else max(hi, late)
-  return Onset(OBSERVED, value=value, lo=lo, hi=hi)
+  return Onset(OBSERVED, value=value, lo=lo, hi=hi, bracket=(float(t[i - 1]), float(t[i])))
 
 
 def loss_gap_onset(times, train_loss, test_loss, train_loss_std=None, test_loss_std=None, *,
