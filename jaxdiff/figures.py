@@ -5,6 +5,8 @@
   fmem_collapse.png  f_mem / f_mem(tau_max) vs tau / n (the inset of Fig. 2 left)
   losses.png         train/test loss at fixed t vs time and vs tau / n (Fig. 2 middle)
   timescales.png     tau_mem, tau_gen and the loss-gap onset vs n with the fits
+  sensitivity.png    the exponents under every onset definition (censoring-aware and least
+                     squares) and f_mem / f_mem(tau_max) against tau / n^alpha_collapse
   width_scaling.png  quality vs W tau and f_mem vs tau W / n (Fig. 3), several widths only
   phase_diagram.png  smallest n with f_mem(tau) = 0 vs parameters (Fig. 3 right), likewise
 Curves are seed means with the min-max range of the runs shaded; times are optimizer steps
@@ -207,12 +209,16 @@ def timescales(a, path: str) -> str:
     for k, (s, color) in enumerate(zip(a.series, palette)):
       offset = 1.0 + 0.04 * (k - (len(a.series) - 1) / 2)  # separate overlapping series
       _onset_points(ax, s.runs, attr, color, offset, s.label)
+      ns = np.array(sorted({r.n for r in s.runs}), float)
+      xs = np.geomspace(ns.min(), ns.max(), 50)
+      cfit = getattr(s, fit_attr.replace("_fit", "_cfit"))
+      if cfit is not None:
+        ax.plot(xs, cfit.predict(xs), color=color, ls="--", lw=1,
+                label=f"censoring-aware: n^{cfit.alpha.value:.2f}")
       fit = getattr(s, fit_attr)
       if fit is not None:
-        ns = np.array(sorted({r.n for r in s.runs}), float)
-        xs = np.geomspace(ns.min(), ns.max(), 50)
-        ax.plot(xs, fit.predict(xs), color=color, ls="--", lw=1,
-                label=f"fit: n^{fit.alpha.value:.2f}")
+        ax.plot(xs, fit.predict(xs), color=color, ls=":", lw=1,
+                label=f"least squares (observed): n^{fit.alpha.value:.2f}")
     ax.set(yscale="log", xlabel="n", ylabel=f"{name} (steps)", title=name)
     _n_axis(ax, [r.n for r in a.runs])
     if ax.get_legend_handles_labels()[0]:
@@ -220,7 +226,86 @@ def timescales(a, path: str) -> str:
   _save(fig, path)
   return ("tau_mem, tau_gen and the loss-gap onset against n, one point per run with its "
           "interval; open triangles: censored runs at their bound (▲ later than the budget, "
-          "▼ at or before the first evaluation); dashed: least-squares power laws.")
+          "▼ at or before the first evaluation); dashed: censoring-aware power laws (censored "
+          "runs included), dotted: least squares over the observed runs only.")
+
+
+def _forest(ax, rows, extra, name: str, ref: float, ref_label: str) -> None:
+  """Exponent per definition: censoring-aware (filled, with interval) and least squares."""
+  labels = []
+  for i, row in enumerate(rows):
+    y = len(rows) + len(extra) - 1 - i
+    labels.append((y, row.label))
+    f = row.fit
+    if f is not None:
+      e = f.exponent(name)
+      lo = e.lo if e.lo is not None else e.value
+      hi = e.hi if e.hi is not None else e.value
+      ax.errorbar([e.value], [y], xerr=[[e.value - lo], [hi - e.value]], fmt="o", color="C0",
+                  ms=5, capsize=3, label="censoring-aware" if i == 0 else None)
+    ls = row.least_squares
+    if ls is not None:
+      e = ls.exponent(name)
+      lo = e.lo if e.lo is not None else e.value
+      hi = e.hi if e.hi is not None else e.value
+      ax.errorbar([e.value], [y - 0.25], xerr=[[e.value - lo], [hi - e.value]], fmt="s",
+                  mfc="none", color="C1", ms=4, capsize=2,
+                  label="least squares (observed runs)" if i == 0 else None)
+  for j, (label, e) in enumerate(extra):
+    y = len(extra) - 1 - j
+    labels.append((y, label))
+    lo = e.lo if e.lo is not None else e.value
+    hi = e.hi if e.hi is not None else e.value
+    ax.errorbar([e.value], [y], xerr=[[e.value - lo], [hi - e.value]], fmt="D", color="C2",
+                ms=5, capsize=3, label="collapse")
+  ax.axvline(ref, color="gray", ls=":", lw=1, label=ref_label)
+  ax.set_yticks([y for y, _ in labels])
+  ax.set_yticklabels([l if len(l) < 45 else l[:42] + "…" for _, l in labels], fontsize=7)
+  ax.set_ylim(-0.8, len(labels) - 0.2)
+  ax.legend(fontsize=6, loc="best")
+
+
+def sensitivity(a, path: str) -> str | None:
+  series = [s for s in a.series if any(r.fit is not None for r in s.mem_sensitivity)]
+  if not series:
+    return None
+  fig = Figure(figsize=(15, 3.6 * len(series)))
+  axes = fig.subplots(len(series), 3, squeeze=False)
+  fig.subplots_adjust(wspace=0.75, hspace=0.45)
+  for row, s in zip(axes, series):
+    extra = [] if s.collapse is None else [("collapse of f_mem / f_mem(τ_max)", s.collapse.alpha)]
+    _forest(row[0], s.mem_sensitivity, extra, "n", 1.0, "paper: α = 1")
+    row[0].set(xlabel="α in τ_mem = c n^α", title=f"τ_mem exponent, {s.label}")
+    if any(r.fit is not None for r in s.gen_sensitivity):
+      _forest(row[1], s.gen_sensitivity, [], "n", 0.0, "paper: 0")
+      row[1].set(xlabel="slope of τ_gen against n", title=f"τ_gen slope, {s.label}")
+    else:
+      row[1].set_axis_off()
+    ax = row[2]
+    if s.collapse is not None:
+      alpha = s.collapse.alpha.value
+      colors = _n_colors([g.n for g in s.groups])
+      thr = a.settings["tau_mem_threshold"]
+      for r in s.runs:
+        final = r.final("f_mem")[0]
+        t, f = _positive(r.curves["step"], r.curves["f_mem"])
+        ok = np.isfinite(f)
+        if final is None or final <= thr or not ok.any():
+          continue
+        ax.plot(t[ok] / r.n ** alpha, f[ok] / final, color=colors[r.n], lw=1, alpha=0.8)
+      for n in sorted({r.n for r in s.runs}):
+        ax.plot([], [], color=colors[n], label=f"n={n}")
+      ax.set(xscale="log", xlabel=f"τ / n^{alpha:.2f}", ylabel="f_mem / f_mem(τ_max)",
+             title=f"collapse at α = {alpha:.2f}")
+      ax.legend(fontsize=6, ncol=2)
+    else:
+      ax.set_axis_off()
+  _save(fig, path)
+  return ("Sensitivity of the exponents to the onset definition: τ_mem's α (left) and τ_gen's "
+          "slope against n (middle) under each definition, censoring-aware fits (filled, "
+          "with their intervals) and least squares over the observed runs (open squares); "
+          "right: every run's f_mem / f_mem(τ_max) against τ / n^α at the α that best "
+          "collapses them.")
 
 
 def width_scaling(a, path: str) -> str | None:
@@ -305,6 +390,7 @@ def write_figures(a, out_dir: str) -> list[tuple[str, str]]:
   out = []
   for name, fn in (("quality_fmem.png", quality_fmem), ("fmem_collapse.png", fmem_collapse),
                    ("losses.png", losses), ("timescales.png", timescales),
+                   ("sensitivity.png", sensitivity),
                    ("width_scaling.png", width_scaling), ("phase_diagram.png", phase_diagram)):
     path = os.path.join(out_dir, name)
     caption = fn(a, path)

@@ -8,7 +8,9 @@ row number.
 A run's random key depends only on (config.seed, the run's seed), never on its position in
 the table or on the device count: the same run gives the same numbers alone, inside any
 sweep, and on any mesh. Runs that share a seed therefore share their initial parameters
-(as the paper's runs for different n do).
+and their noise draws across n, so they are not independent points: the report's seed
+bootstrap (jaxdiff.fits) resamples seeds whole. This is jaxdiff's choice, not the paper's:
+the authors' run_Unet.py sets no seed, so each of their runs started from its own draw.
 """
 
 from __future__ import annotations

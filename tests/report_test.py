@@ -158,7 +158,8 @@ def test_cli_writes_every_file(two_widths):
   out = two_widths["out"]
   assert "report.md" in two_widths["stdout"]
   for name in ("report.md", "summary.json", "quality_fmem.png", "fmem_collapse.png",
-               "losses.png", "timescales.png", "width_scaling.png", "phase_diagram.png"):
+               "losses.png", "timescales.png", "sensitivity.png", "width_scaling.png",
+               "phase_diagram.png"):
     path = os.path.join(out, name)
     assert os.path.getsize(path) > 1000 or name.endswith(".json"), name
     if name.endswith(".png"):
@@ -179,10 +180,12 @@ def test_summary_per_run_equals_known_onsets(two_widths):
     if tau_m > TIMES[-1]:
       censored += 1
       assert r["tau_mem"] == dict(status="right_censored", value=None, bound=TIMES[-1],
-                                  lo=TIMES[-1], hi=None)
+                                  lo=TIMES[-1], hi=None, bracket=None)
     else:
       assert r["tau_mem"]["value"] == pytest.approx(tau_m, rel=1e-9)
       assert r["tau_mem"]["lo"] <= tau_m <= (r["tau_mem"]["hi"] or math.inf)
+      lo, hi = r["tau_mem"]["bracket"]  # the evaluation bracket the fits use
+      assert lo == _prev_time(TIMES, tau_m) and hi == _next_time(TIMES, tau_m)
     assert r["loss_gap_onset"]["value"] == pytest.approx(tau_m / 2, rel=1e-9)
     assert r["best_quality"] == pytest.approx(40.0 + n / 8)
     assert r["num_params"] == NUM_PARAMS[w] and r["lr"] == 1e-3
@@ -205,6 +208,24 @@ def test_summary_fits_width_scaling_and_phase_diagram(two_widths):
     assert fits[w]["tau_mem_over_n"]["value"] == pytest.approx(c32 * 32 / w, rel=1e-9)
     assert fits[w]["tau_gen"]["value"] == pytest.approx(true_tau_gen(w), rel=1e-9)
     assert fits[w]["tau_gen_vs_n"]["exponents"]["n"]["value"] == pytest.approx(0.0, abs=1e-9)
+  for w in (16, 32):
+    # Censoring-aware: the W = 16 runs censored at n = 64 enter as tau > 25600.
+    c = fits[w]["tau_mem_vs_n_censored"]
+    assert c["num_runs"] == 8 and c["num_right_censored"] == (2 if w == 16 else 0)
+    assert c["interval_method"] == "profile_likelihood"  # 2 seeds: no seed bootstrap
+    e = c["exponents"]["n"]
+    assert e["lo"] < 1.0 < e["hi"] and abs(e["value"] - 1.0) < 0.1
+    sens = fits[w]["tau_mem_sensitivity"]
+    assert [d["key"] for d in sens] == ["configured", "strict", "thr_0.005", "final_0.1",
+                                        "final_0.2"]
+    assert sens[0]["least_squares"] == fits[w]["tau_mem_vs_n"]  # the old fit, kept
+    assert sens[0]["num_right_censored"] == (2 if w == 16 else 0)
+    assert fits[w]["collapse"]["num_runs"] == (6 if w == 16 else 8)
+    assert [d["key"] for d in fits[w]["tau_gen_sensitivity"]] == ["configured", "tol_0.05",
+                                                                   "tol_0.2"]
+  (wsens,) = s["width_sensitivity"]
+  g = wsens["tau_gen"][0]["censored_fit"]["exponents"]["width"]
+  assert g["lo"] < -1.0 < g["hi"]
   (ws,) = s["width_scaling"]
   for w in ("16", "32"):
     assert ws["w_tau_gen"][w]["value"] == pytest.approx(96000.0, rel=1e-9)
@@ -236,14 +257,23 @@ def _alpha_half_width(width):
 def test_report_md_states_the_numbers(two_widths):
   md = two_widths["md"]
   for w in (16, 32):
-    assert f"tau_mem grows as n^{{1.00 ± {_alpha_half_width(w):.2f}}}" in md
-  assert "memorization time proportional to n, as the paper finds (alpha = 1)" in md
+    # the least-squares fit (the old method) stays in the sensitivity table
+    h = _alpha_half_width(w)
+    assert f"| profile likelihood | 1.00 [{1 - h:.2f}, {1 + h:.2f}] |" in md
+  assert "Under the configured definition (f_mem > 0.01 with f_mem_lo > 0), tau_mem grows" in md
+  assert "Across the 6 onset definitions of the sensitivity table" in md
+  assert "## Sensitivity of the exponents to the onset definition" in md
+  assert "| collapse of f_mem / f_mem(τ_max) against τ / n^alpha (the paper's criterion) |" in md
+  assert "tau_gen = c W^beta: beta" in md and "every interval containing -1" in md
+  assert "## Protocol" in md and "Differences from the paper's protocol" in md
+  assert "not recorded in this workdir (no reference_sets.json)" in md
   assert "tau_gen ≈ 3000" in md and "tau_gen ≈ 6000" in md
   assert "> 25600" in md  # the censored group and runs
   assert "right-censored" in md
   assert "W·tau_gen = 96000 (W = 16), 96000 (W = 32)" in md
   assert "the boundary moves from n = 8 to n = 64" in md
-  assert LABEL in md and "FID" not in md  # never call a substitute FID
+  # never call a substitute FID (only the paper's metric, in the differences, is FID)
+  assert LABEL in md and "FID" not in md.replace("(paper: FID (Inception pool3))", "")
   for key in ("tau_gen", "tau_mem", "loss_gap_onset", "phase_diagram"):
     assert f"**{key}**" in md
   assert f"f_mem > {THR:g} with its bootstrap 95% lower bound" in md
@@ -280,18 +310,90 @@ def test_single_workdir_default_out_and_too_few_memorized(tmp_path):
 
 
 @pytest.mark.parametrize("alpha, phrase", [
-    (0.5, "growing with n, but more slowly than the paper's alpha = 1"),
-    (1.5, "faster than proportional to n"),
+    (0.5, "every interval lies below 1: growing with n, but more slowly than the paper's "
+          "alpha = 1, under every definition"),
     (0.0, "no significant growth with n"),
+    # the configured fit alone says "faster than n"; the collapse and the 20% definition
+    # do not, so the sentence says the definition decides
+    (1.5, "above 1 under 4 (f_mem > 0.01 with f_mem_lo > 0 (configured); f_mem > 0 (the "
+          "paper's wording); f_mem > 0.005 with f_mem_lo > 0; f_mem > 10% of the run's final "
+          "f_mem), below 1 under 1 (collapse"),
 ])
-def test_interpretation_when_alpha_is_not_one(alpha, phrase):
+def test_interpretation_is_written_from_the_whole_table(alpha, phrase):
   config, runs, rows = make_sweep(32, times=[0] + [100 * 2 ** k for k in range(12)], alpha=alpha)
   sweep = report.Sweep("mem", config, runs, rows)
   a = report.analyze([sweep], report.settings_from_config(config))
   fit = a.series[0].tau_mem_fit
   assert fit.alpha.value == pytest.approx(alpha, abs=1e-9)
+  cfit = a.series[0].tau_mem_cfit
+  assert cfit.alpha.lo < alpha < cfit.alpha.hi
+  if alpha == 1.5:
+    assert cfit.alpha.lo > 1.0  # the configured definition alone excludes 1
   md = report.markdown(a, [], "out")
   assert phrase in md
+
+
+def test_exponent_verdict_uses_every_entry():
+  e = report.ts.Estimate
+  v = report.exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(0.9, 0.8, 0.99)),
+                               ("c", e(1.0, 0.9, 1.1))], 1.0)
+  assert v["kind"] == "mixed" and v["above"] == ["a"] and v["below"] == ["b"]
+  assert (v["min"], v["max"], v["lo"], v["hi"]) == (0.9, 1.2, 0.8, 1.35)
+  assert report.exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(1.1, 1.01, None))],
+                                 1.0)["kind"] == "all_above"
+  assert report.exponent_verdict([("a", e(0.9, None, 1.2))], 1.0)["kind"] == "all_contain"
+  assert report.exponent_verdict([], 1.0)["kind"] == "none"
+
+
+def test_loss_gap_open_at_the_first_evaluation_is_left_censored():
+  config, runs, rows = make_sweep(32)
+  for r in rows:  # n = 8, 16, 32: the gap is wide open from the first evaluation on
+    if r["n"] <= 32:
+      r["test_loss"] = r["train_loss"] + 1.0
+  a = report.analyze([report.Sweep("gap", config, runs, rows)], report.settings_from_config(config))
+  (text,) = report.interpret_loss_gap(a.series[0])
+  assert ("is already open beyond its noise at the first evaluation (step 0) in 6 of 8 runs "
+          "(left-censored" in text)
+  assert "opens beyond its noise during training in 2 of 8 runs" in text
+  for r in rows:
+    r["test_loss"] = r["train_loss"] + 1.0
+  a = report.analyze([report.Sweep("gap", config, runs, rows)], report.settings_from_config(config))
+  (text,) = report.interpret_loss_gap(a.series[0])
+  assert "in 8 of 8 runs" in text and "during training" not in text
+  assert "Evaluate earlier" in text
+
+
+def test_protocol_section_and_differences(tmp_path):
+  from configs import digits, gmm
+  from jaxdiff import protocol
+  cfg = json.loads(fileio.dumps(digits.get_config().to_dict()))
+  runs = [{"run": 0, "n": 8, "num_params": 116_416}]
+  diffs = protocol.differences(cfg, runs, "pixel_fd")
+  joined = "\n".join(diffs)
+  for key in ("optim.name", "train.batch_policy", "eval.ddim_eta", "eval.num_samples",
+              "eval.quality", "data.n_train"):
+    assert f"`{key}`" in joined
+  assert "`diffusion.num_steps`" not in joined and "`eval.k`" not in joined  # as in the paper
+  assert "116,416" in joined
+  # The paper's own setting has no differences from itself (CelebA defaults of base.py).
+  base_cfg = json.loads(fileio.dumps(base.get_config().to_dict()))
+  base_cfg["data"]["n_train"] = [128, 32768]
+  assert protocol.differences(base_cfg, [{"num_params": 4_023_000}], "fid") == []
+  g = json.loads(fileio.dumps(gmm.get_config().to_dict()))
+  g["data"]["center"] = True
+  gd = protocol.differences(g, [{"num_params": 102_024}], "gmm_kl")
+  assert any("`data.center` = True" in d for d in gd) and protocol.study_of(g) == "gmm"
+  lines = "\n".join(protocol.protocol_lines(cfg, runs, str(tmp_path), "pixel FD", "pixel_fd"))
+  for text in ("8×8 grayscale", "n ∈ {8, 16, 32, 64, 128}", "seeds {0, 1}", "116,416 parameters",
+               "adam, lr 0.001", "B_max = 64, B = B_max for every n, drawn with replacement",
+               "32,000 optimizer steps", "DDIM, 100 steps, eta = 1", "500 samples per run",
+               "EMA none", "not recorded"):
+    assert text in lines, text
+  (tmp_path / "reference_sets.json").write_text(json.dumps(
+      {"source": "test", "sets": [[0, 1000]], "description": "the first 1,000 test digits."}))
+  lines = "\n".join(protocol.protocol_lines(cfg, runs, str(tmp_path), "pixel FD", "pixel_fd"))
+  assert "Reference images: the first 1,000 test digits." in lines
+  assert "not recorded" not in lines
 
 
 def test_settings_from_config_and_overrides():
@@ -303,6 +405,11 @@ def test_settings_from_config_and_overrides():
       "tau_mem_threshold"] == 0.0
   with pytest.raises(ConfigError, match="report.tau_mem_threshold"):
     report.settings_from_config(config, {"tau_mem_threshold": 1.5})
+  assert s["sensitivity_final_fractions"] == (0.1, 0.2) and s["n_bootstrap"] == 1000
+  with pytest.raises(ConfigError, match="report.sensitivity_final_fractions"):
+    report.settings_from_config(config, {"sensitivity_final_fractions": (0.0,)})
+  with pytest.raises(ConfigError, match="report.n_bootstrap"):
+    report.settings_from_config(config, {"n_bootstrap": 5})
 
 
 def test_missing_or_foreign_workdirs_raise_one_clear_error(tmp_path):
