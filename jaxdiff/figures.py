@@ -260,7 +260,7 @@ def _forest(ax, rows, extra, name: str, ref: float, ref_label: str) -> None:
                 ms=5, capsize=3, label="collapse")
   ax.axvline(ref, color="gray", ls=":", lw=1, label=ref_label)
   ax.set_yticks([y for y, _ in labels])
-  ax.set_yticklabels([l if len(l) < 45 else l[:42] + "…" for _, l in labels], fontsize=7)
+  ax.set_yticklabels([l if len(l) < 52 else l[:49] + "…" for _, l in labels], fontsize=7)
   ax.set_ylim(-0.8, len(labels) - 0.2)
   ax.legend(fontsize=6, loc="best")
 
@@ -269,9 +269,9 @@ def sensitivity(a, path: str) -> str | None:
   series = [s for s in a.series if any(r.fit is not None for r in s.mem_sensitivity)]
   if not series:
     return None
-  fig = Figure(figsize=(15, 3.6 * len(series)))
-  axes = fig.subplots(len(series), 3, squeeze=False)
-  fig.subplots_adjust(wspace=0.75, hspace=0.45)
+  fig = Figure(figsize=(16, 3.6 * len(series)))
+  axes = fig.subplots(len(series), 3, squeeze=False, width_ratios=(1.2, 1.0, 1.0))
+  fig.subplots_adjust(wspace=0.9, hspace=0.45)
   for row, s in zip(axes, series):
     extra = [] if s.collapse is None else [("collapse of f_mem / f_mem(τ_max)", s.collapse.alpha)]
     _forest(row[0], s.mem_sensitivity, extra, "n", 1.0, "paper: α = 1")

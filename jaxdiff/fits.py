@@ -515,8 +515,8 @@ class CollapseFit:
 
   Attributes:
     alpha: the minimiser of C with its `conf` interval (None ends: at the grid's edge).
-    interval_method: "cluster_bootstrap" (seeds / indices) or "run_bootstrap" (runs
-      resampled within each n).
+    interval_method: "cluster_bootstrap" (seeds / indices), "run_bootstrap" (runs
+      resampled within each n) or "none" (one run per n: no interval).
     interval_detail: a sentence on how the interval was made.
     num_runs: curves used (runs whose final f_mem exceeds the floor).
     grid: the alphas searched; cost: C on that grid (for a figure).
@@ -615,6 +615,10 @@ def collapse_exponent(ns: Sequence[float], curves: Sequence[tuple[Any, Any]], *,
     detail = (f"collapse: percentile interval of {num_bootstrap} replicates resampling the "
               f"runs within each n (fewer than {min_clusters} seeds: the seeds' correlation "
               "across n is ignored)")
+  if method != BOOTSTRAP and max(np.sum(ln == n) for n in np.unique(ln)) < 2:
+    return CollapseFit(ts.Estimate(alpha), "none", "collapse: no interval (one run per n "
+                       "and fewer than 3 seeds: nothing to resample)", m, grid, cost[0],
+                       alpha <= grid[0] or alpha >= grid[-1], conf)
   boot, _ = argmin(w)
   if method == BOOTSTRAP:  # few clusters: see fit_censored_batch
     half = ts._t_quantile(conf, g - 1) * math.sqrt(g / (g - 1)) * float(np.std(boot, ddof=1))

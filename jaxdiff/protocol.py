@@ -93,10 +93,6 @@ def study_of(config: Mapping[str, Any]) -> str:
   return "gmm" if config.get("data", {}).get("dataset") == "gmm" else "celeba"
 
 
-def _get(flat: Mapping[str, Any], key: str):
-  return flat.get(key)
-
-
 def _same(ours, paper) -> bool:
   if isinstance(paper, (list, tuple)) and isinstance(ours, (list, tuple)):
     return len(ours) == len(paper) and all(_same(a, b) for a, b in zip(ours, paper))
@@ -122,7 +118,7 @@ def differences(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] = (
   flat = fileio.flatten_dict(config)
   out = []
   for key, (paper, says) in PAPER[study].items():
-    ours = _get(flat, key)
+    ours = flat.get(key)
     if key == "optim.lr" and isinstance(ours, (list, tuple)):
       ours = ours[0] if len(ours) == 1 else tuple(ours)
     if key == "eval.quality" and ours == "auto" and quality_name:
@@ -132,11 +128,15 @@ def differences(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] = (
       if (lo, hi) != tuple(paper):
         out.append(f"`{key}`: n from {lo} to {hi} (paper: {says})")
       continue
-    if key == "train.batch_size" and _get(flat, "train.batch_policy") == "full":
+    if key == "train.batch_size" and flat.get("train.batch_policy") == "full":
       continue  # the batch is n: the size does not apply
     if ours is None or _same(ours, paper):
       continue
     out.append(f"`{key}` = {_show(ours)} (paper: {says})")
+  if len(flat.get("data.seeds") or ()) > 1:
+    out.append("seeds: runs of one seed share their initial weights and noise across n "
+               "(jaxdiff's run keys; the report's bootstrap resamples seeds whole); the "
+               "authors' runs set no seed")
   params = sorted({int(r["num_params"]) for r in runs if r.get("num_params") is not None})
   ref = PAPER_NUM_PARAMS[study]
   if params and any(abs(p - ref) > 0.01 * ref for p in params):

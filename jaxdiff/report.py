@@ -434,18 +434,18 @@ def tau_gen_definitions(settings: Mapping[str, Any]):
   """tau_gen under the configured tolerance and the sensitivity tolerances."""
   tol0 = settings["tau_gen_tol"]
   ref = settings["tau_gen_reference"]
-  scale = "|q_min|" if ref == "minimum" else "the drop q_max - q_min"
+  scale = "|q_min|" if ref == "minimum" else "(q_max - q_min)"
 
   def make(tol):
     return lambda r: ts.tau_gen(r.curves["step"], r.curves["quality"], tol=tol,
                                 abs_tol=settings["tau_gen_abs_tol"],
                                 quality_std=r.curves["quality_std"], reference=ref)
 
-  out = [("configured", f"within {fmt(tol0)}·{scale} of the minimum (configured)",
+  out = [("configured", f"q within {fmt(tol0)}·{scale} of q_min (configured)",
           lambda r: r.tau_gen)]
   for tol in settings["sensitivity_tau_gen_tols"]:
     if tol != tol0:
-      out.append((f"tol_{tol:g}", f"within {fmt(tol)}·{scale} of the minimum", make(tol)))
+      out.append((f"tol_{tol:g}", f"q within {fmt(tol)}·{scale} of q_min", make(tol)))
   return out
 
 
@@ -731,15 +731,15 @@ def _interval_text(e: ts.Estimate) -> str:
 
 
 def _method_text(fit) -> str:
-  return ("seed bootstrap" if fit.interval_method == fits.BOOTSTRAP
-          else "run bootstrap within n" if fit.interval_method == "run_bootstrap"
-          else "profile likelihood")
+  return {fits.BOOTSTRAP: "seed bootstrap", "run_bootstrap": "run bootstrap within n",
+          fits.PROFILE: "profile likelihood"}.get(fit.interval_method, "no interval")
 
 
 def mem_entries(s: SeriesResult) -> list[tuple[str, ts.Estimate]]:
   """(definition, alpha) of every fitted tau_mem definition and the collapse criterion."""
   out = [(row.label, row.fit.alpha) for row in s.mem_sensitivity if row.fit is not None]
-  if s.collapse is not None and not s.collapse.at_edge:
+  c = s.collapse
+  if c is not None and not c.at_edge and (c.alpha.lo is not None or c.alpha.hi is not None):
     out.append(("collapse of f_mem / f_mem(τ_max) against τ / n^alpha", s.collapse.alpha))
   return out
 
@@ -803,6 +803,12 @@ def interpret_tau_mem(s: SeriesResult, settings: Mapping[str, Any]) -> list[str]
                  "as or more slowly than n depends on how its onset is defined, so these "
                  "runs do not settle alpha against the paper's alpha = 1 (their intervals "
                  f"together span {_interval_text(ts.Estimate(0.0, v['lo'], v['hi']))}).")
+    c = s.collapse
+    if c is not None and (c.at_edge or (c.alpha.lo is None and c.alpha.hi is None)):
+      out.append(f"The collapse criterion gives alpha = {fmt_slope(c.alpha)}"
+                 + (" at the edge of the searched range" if c.at_edge else
+                    " with no interval (nothing to resample)")
+                 + ", left out of the comparison above.")
     if s.tau_mem_per_n is not None:
       out.append(f"With alpha fixed to 1, tau_mem ≈ {fmt_est(s.tau_mem_per_n)} × n steps "
                  "(observed runs; "
@@ -1056,8 +1062,10 @@ def definitions(settings: Mapping[str, Any]) -> dict[str, str]:
                   "when the band is entered at the first or only at the last evaluation."),
       "tau_mem": (f"first time f_mem > {fmt(thr)} with its bootstrap 95% lower bound "
                   "f_mem_lo > 0; log-time interpolated; interval: the evaluation bracket "
-                  f"widened to where f_mem_hi and f_mem_lo cross {fmt(thr)}; runs that never "
-                  "get there are right-censored at the last evaluation, never given a number."),
+                  f"widened to where f_mem_hi and f_mem_lo cross {fmt(thr)} (the fits use the "
+                  "evaluation bracket itself: f_mem's noise is part of the fitted scatter); "
+                  "runs that never get there are right-censored at the last evaluation, never "
+                  "given a number."),
       "loss_gap_onset": (f"first time test_loss - train_loss > {fmt(sig)}·sqrt(train_loss_std^2 "
                          "+ test_loss_std^2) (stds over the noise draws); log-time "
                          "interpolated."),

@@ -165,5 +165,7 @@ def test_collapse_exponent_recovers_alpha():
   # two seeds: the runs within each n are resampled instead, and said so
   two = fits.collapse_exponent(nn[:10], curves[:10], seeds=ss[:10], num_bootstrap=100)
   assert two.interval_method == "run_bootstrap" and "within each n" in two.interval_detail
+  one = fits.collapse_exponent(nn[:5], curves[:5], seeds=ss[:5])  # one run per n
+  assert one.interval_method == "none" and one.alpha.lo is None and one.alpha.hi is None
   assert fits.collapse_exponent([8, 8], curves[:2]) is None
   assert fits.normalized_curve([100, 200], [0.0, 0.0]) is None

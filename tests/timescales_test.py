@@ -133,6 +133,7 @@ def test_tau_mem_interval_from_bootstrap_band():
   onset = ts.tau_mem(TIMES, f, 0.5 * f, 2.0 * f, threshold=0.01)
   assert onset.hi == pytest.approx(3200 * 1.5 ** 2, rel=1e-10)
   assert onset.lo == 3200.0
+  assert onset.bracket == (3200.0, 6400.0)  # the evaluation bracket, kept for the fits
   # A bootstrap upper bound above 1% from 1600 on moves the lower end before the bracket.
   hi = np.where(TIMES >= 1600, 0.02, 0.0)
   early = ts.tau_mem(TIMES, f, 0.5 * f, hi, threshold=0.01)
