@@ -26,7 +26,7 @@ from jaxdiff.errors import ConfigError, WorkdirError
 TIMES = [0] + [100 * 2 ** k for k in range(9)]  # up to 25600
 NS = (8, 16, 32, 64)
 SEEDS = (0, 1)
-SEED_FACTOR = {0: 1.0, 1: 1.1}
+SEED_FACTOR = {0: 1.0, 1: 1.1, 2: 0.95}
 NUM_PARAMS = {16: 30_000, 32: 110_000}
 THR, TOL, SIGMAS, LOSS_STD = 0.01, 0.1, 2.0, 0.01
 LABEL = "pixel-space Fréchet distance"
@@ -79,18 +79,18 @@ def gap_curve(times, t_gap):
           for t in times]
 
 
-def make_sweep(width, times=TIMES, alpha=1.0, ns=NS, quality=None):
+def make_sweep(width, times=TIMES, alpha=1.0, ns=NS, quality=None, seeds=SEEDS):
   """(config, runs, rows) of a synthetic sweep of one width (`quality(t)` replaces q)."""
   config = base.get_config()
   config.data.dataset = "digits"
   config.data.n_train = tuple(ns)
-  config.data.seeds = SEEDS
+  config.data.seeds = tuple(seeds)
   config.model.name = "mlp"
   config.model.width = width
   config = json.loads(fileio.dumps(config.to_dict()))
   runs, rows = [], []
   for n in ns:
-    for seed in SEEDS:
+    for seed in seeds:
       rid = len(runs)
       ident = dict(run=rid, n=n, seed=seed, index=0, lr=1e-3, width=width,
                    num_params=NUM_PARAMS.get(width, 1000), dataset="digits", model="mlp")
@@ -331,6 +331,19 @@ def test_interpretation_is_written_from_the_whole_table(alpha, phrase):
     assert cfit.alpha.lo > 1.0  # the configured definition alone excludes 1
   md = report.markdown(a, [], "out")
   assert phrase in md
+
+
+def test_three_seeds_use_the_seed_bootstrap():
+  config, runs, rows = make_sweep(32, times=[0] + [100 * 2 ** k for k in range(12)],
+                                  seeds=(0, 1, 2))
+  a = report.analyze([report.Sweep("s3", config, runs, rows)],
+                     report.settings_from_config(config, {"n_bootstrap": 200}))
+  fit = a.series[0].tau_mem_cfit
+  assert fit.interval_method == "cluster_bootstrap" and "3 seeds" in fit.interval_detail
+  assert fit.alpha.lo < 1.0 < fit.alpha.hi
+  assert a.series[0].collapse.interval_method == "cluster_bootstrap"
+  md = report.markdown(a, [], "out")
+  assert "seed bootstrap" in md and "bootstrap over the 3 seeds" in md
 
 
 def test_exponent_verdict_uses_every_entry():
