@@ -201,8 +201,9 @@ def get_config():
   report.sensitivity_thresholds = (0.005,)
   report.sensitivity_final_fractions = (0.1, 0.2)
   report.sensitivity_tau_gen_tols = (0.05, 0.2)
-  # Replicates of the bootstrap over seeds (used where a sweep has >= 3 seeds or data
-  # indices; otherwise intervals come from the profile likelihood), and its random seed.
+  # Bootstrap replicates and their random seed: over seeds where a sweep has >= 3 seeds or
+  # data indices (else exponents get profile-likelihood intervals and the collapse
+  # exponent resamples the runs within each n).
   report.n_bootstrap = 1000
   report.bootstrap_seed = 0
   # Write the report automatically at the end of the sweep.
