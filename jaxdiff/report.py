@@ -435,6 +435,8 @@ def tau_gen_definitions(settings: Mapping[str, Any]):
   tol0 = settings["tau_gen_tol"]
   ref = settings["tau_gen_reference"]
   scale = "|q_min|" if ref == "minimum" else "(q_max - q_min)"
+  if settings["tau_gen_abs_tol"] > 0:
+    scale += f" (at least {fmt(settings['tau_gen_abs_tol'])})"
 
   def make(tol):
     return lambda r: ts.tau_gen(r.curves["step"], r.curves["quality"], tol=tol,
