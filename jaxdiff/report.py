@@ -6,8 +6,10 @@ workdirs, e.g. one per width, combine into one report), measures every run's tim
 n and W, and writes into the output directory (default: <first workdir>/report):
 
   quality_fmem.png, fmem_collapse.png, losses.png, timescales.png, and with several
-  widths width_scaling.png and phase_diagram.png (jaxdiff.figures); summary.json;
-  report.md (figures, tables, the definitions used and a reading of the numbers).
+  widths width_scaling.png and phase_diagram.png (jaxdiff.figures; each with a PDF copy);
+  summary.json; runs.csv (one row per run: its timescales with brackets and censoring,
+  final f_mem and quality; `pandas.read_csv`); report.md (figures, tables, the
+  definitions used and a reading of the numbers).
 
 Usage:
   python -m jaxdiff.report --workdir=/tmp/digits
@@ -1046,6 +1048,85 @@ def summary_dict(a: Analysis) -> dict[str, Any]:
   }
 
 
+# runs.csv: one row per run. An onset's censoring is "observed", "right" (later than the
+# budget: lo = the bound, hi empty), "left" (at or before the first evaluation: lo empty,
+# hi = the bound) or "undefined"; an empty cell reads as NaN in pandas.
+RUNS_CSV_COLUMNS = (
+    "workdir", "run", "n", "seed", "index", "lr", "width", "num_params",
+    "tau_gen", "tau_gen_lo", "tau_gen_hi", "tau_gen_censoring",
+    "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
+    "tau_mem_censoring",
+    "loss_gap_onset", "loss_gap_onset_lo", "loss_gap_onset_hi", "loss_gap_onset_censoring",
+    "final_step", "final_f_mem", "final_f_mem_lo", "final_f_mem_hi", "final_quality",
+    "best_quality", "best_quality_step", "diverged")
+CENSORING = {ts.OBSERVED: "observed", ts.RIGHT_CENSORED: "right", ts.LEFT_CENSORED: "left"}
+
+
+def _diverged(a: Analysis, r: RunResult) -> bool | None:
+  """The run's `diverged` flag from runs.json or its metrics rows; None where neither has
+  the field (workdirs written before it existed)."""
+  for sw in a.sweeps:
+    if sw.path != r.workdir:
+      continue
+    flags = [e["diverged"] for e in sw.runs
+             if int(e["run"]) == int(r.info["run"]) and e.get("diverged") is not None]
+    flags += [row["diverged"] for row in sw.rows
+              if int(row["run"]) == int(r.info["run"]) and row.get("diverged") is not None]
+    if flags:
+      return any(bool(f) for f in flags)
+  return None
+
+
+def runs_table(a: Analysis) -> list[dict[str, Any]]:
+  """The rows of runs.csv (RUNS_CSV_COLUMNS), in the order of summary.json's runs."""
+  out = []
+  for r in a.runs:
+    row = {k: r.info.get(k) for k in ("run", "n", "seed", "index", "lr", "width",
+                                      "num_params")}
+    row["workdir"] = r.workdir
+    for name, o in (("tau_gen", r.tau_gen), ("tau_mem", r.tau_mem),
+                    ("loss_gap_onset", r.loss_gap)):
+      row.update({name: o.value, f"{name}_lo": o.lo, f"{name}_hi": o.hi,
+                  f"{name}_censoring": CENSORING.get(o.status, "undefined")})
+    # tau_mem's evaluation bracket (t_{i-1}, t_i); [lo, hi] above is wider (f_mem's band)
+    bracket = r.tau_mem.bracket if r.tau_mem.observed else None
+    if bracket is None and r.tau_mem.observed:
+      bracket = (r.tau_mem.lo, r.tau_mem.hi)
+    row["tau_mem_bracket_lo"], row["tau_mem_bracket_hi"] = bracket or (None, None)
+    best, best_step = r.best_quality()
+    row.update(final_step=r.final("f_mem")[1], final_f_mem=r.final("f_mem")[0],
+               final_f_mem_lo=r.final("f_mem_lo")[0], final_f_mem_hi=r.final("f_mem_hi")[0],
+               final_quality=r.final("quality")[0], best_quality=best,
+               best_quality_step=best_step, diverged=_diverged(a, r))
+    out.append(row)
+  return out
+
+
+def _csv_cell(v: Any) -> str:
+  """Empty for None/NaN; floats to 6 significant digits (metrics are float32: more digits
+  are noise); booleans as True/False."""
+  if v is None or (isinstance(v, float) and not math.isfinite(v)):
+    return ""
+  if isinstance(v, bool):
+    return str(v)
+  if isinstance(v, (float, np.floating)):
+    v = float(v)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+  return str(v)
+
+
+def runs_csv(a: Analysis) -> str:
+  """runs.csv's text (RFC 4180, header first)."""
+  import csv
+  import io
+  buf = io.StringIO()
+  w = csv.writer(buf, lineterminator="\n")
+  w.writerow(RUNS_CSV_COLUMNS)
+  for row in runs_table(a):
+    w.writerow([_csv_cell(row[k]) for k in RUNS_CSV_COLUMNS])
+  return buf.getvalue()
+
+
 def definitions(settings: Mapping[str, Any]) -> dict[str, str]:
   """The operational definitions, with the thresholds in use (the paper gives none)."""
   tol, thr = settings["tau_gen_tol"], settings["tau_mem_threshold"]
@@ -1373,6 +1454,7 @@ def write_report(workdirs: Sequence[str], out_dir: str | None = None,
   os.makedirs(out_dir, exist_ok=True)
   written = figures.write_figures(analysis, out_dir)
   fileio.atomic_write_json(os.path.join(out_dir, "summary.json"), summary_dict(analysis))
+  fileio.atomic_write_text(os.path.join(out_dir, "runs.csv"), runs_csv(analysis))
   path = os.path.join(out_dir, "report.md")
   fileio.atomic_write_text(path, markdown(analysis, written, out_dir))
   return path
