@@ -157,11 +157,11 @@ def two_widths(tmp_path_factory):
 def test_cli_writes_every_file(two_widths):
   out = two_widths["out"]
   assert "report.md" in two_widths["stdout"]
-  for name in ("report.md", "summary.json", "quality_fmem.png", "fmem_collapse.png",
-               "losses.png", "timescales.png", "sensitivity.png", "width_scaling.png",
-               "phase_diagram.png"):
+  for name in ("report.md", "summary.json", "runs.csv", "quality_fmem.png",
+               "fmem_collapse.png", "losses.png", "timescales.png", "sensitivity.png",
+               "width_scaling.png", "phase_diagram.png"):
     path = os.path.join(out, name)
-    assert os.path.getsize(path) > 1000 or name.endswith(".json"), name
+    assert os.path.getsize(path) > 1000 or name.endswith((".json", ".csv")), name
     if name.endswith(".png"):
       with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -194,6 +194,87 @@ def test_summary_per_run_equals_known_onsets(two_widths):
     assert r["final_f_mem"] == pytest.approx(expected_final)
   assert censored == 2  # W = 16, n = 64, both seeds
   assert two_widths["summary"]["quality_label"] == LABEL
+
+
+def _read_runs_csv(path):
+  import csv
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    return reader.fieldnames, list(reader)
+
+
+def _num(cell):
+  return None if cell == "" else float(cell)
+
+
+def test_runs_csv_has_every_run_of_summary_json(two_widths):
+  header, rows = _read_runs_csv(os.path.join(two_widths["out"], "runs.csv"))
+  assert tuple(header) == report.RUNS_CSV_COLUMNS
+  runs = two_widths["summary"]["runs"]
+  assert len(rows) == len(runs) == 16
+  assert {r["workdir"] for r in rows} == {two_widths["w16"], two_widths["w32"]}
+  censoring = {"observed": "observed", "right_censored": "right", "left_censored": "left"}
+  seen = set()
+  for row, s in zip(rows, runs):
+    for key in ("run", "n", "seed", "index", "width", "num_params"):
+      assert int(row[key]) == s[key], key
+    assert float(row["lr"]) == s["lr"]
+    for name, csv_name in (("tau_gen", "tau_gen"), ("tau_mem", "tau_mem"),
+                           ("loss_gap_onset", "loss_gap_onset")):
+      o = s[name]
+      assert row[f"{csv_name}_censoring"] == censoring[o["status"]]
+      seen.add((name, o["status"]))
+      for field, col in (("value", csv_name), ("lo", f"{csv_name}_lo"),
+                         ("hi", f"{csv_name}_hi")):
+        if o[field] is None:
+          assert row[col] == "", (col, row[col])
+        else:
+          assert _num(row[col]) == pytest.approx(o[field], rel=1e-5), col
+    if s["tau_mem"]["status"] == "observed":
+      assert [_num(row["tau_mem_bracket_lo"]), _num(row["tau_mem_bracket_hi"])] == (
+          pytest.approx(s["tau_mem"]["bracket"]))
+    else:  # right-censored: no value, lo = the budget, hi open
+      assert row["tau_mem"] == row["tau_mem_bracket_lo"] == row["tau_mem_hi"] == ""
+      assert _num(row["tau_mem_lo"]) == TIMES[-1]
+    for key in ("final_f_mem", "final_quality", "best_quality", "final_step"):
+      assert _num(row[key]) == pytest.approx(s[key], rel=1e-5, abs=1e-12), key
+    assert row["diverged"] == ""  # these workdirs have no diverged field
+  assert ("tau_mem", "right_censored") in seen and ("tau_mem", "observed") in seen
+
+
+def test_runs_csv_diverged_flag_and_rounding(tmp_path):
+  w = write_workdir(str(tmp_path / "w"), 32, samples=False, ns=(8, 16), seeds=(0,))
+  with open(os.path.join(w, "runs.json")) as f:
+    runs = json.load(f)
+  runs[0]["diverged"] = False
+  runs[1]["diverged"] = True
+  fileio.atomic_write_json(os.path.join(w, "runs.json"), runs)
+  rows = [dict(r, f_mem=0.140000000596046) for r in fileio.read_jsonl(
+      os.path.join(w, "metrics.jsonl"))]
+  fileio.atomic_write_text(os.path.join(w, "metrics.jsonl"),
+                           "".join(json.dumps(r) + "\n" for r in rows))
+  sweep = report.load_workdir(w)
+  a = report.analyze([sweep], report.settings_from_config(sweep.config))
+  text = report.runs_csv(a)
+  assert text.splitlines()[0] == ",".join(report.RUNS_CSV_COLUMNS)
+  import csv
+  import io
+  parsed = list(csv.DictReader(io.StringIO(text)))
+  assert [r["diverged"] for r in parsed] == ["False", "True"]
+  assert [r["final_f_mem"] for r in parsed] == ["0.14", "0.14"]  # float32 noise rounded
+  # a diverged flag in the metrics rows counts too
+  assert rows[-1]["run"] == 1 and rows[0]["run"] == 0
+  rows[-1]["diverged"] = True
+  rows[0]["diverged"] = False
+  fileio.atomic_write_text(os.path.join(w, "metrics.jsonl"),
+                           "".join(json.dumps(r) + "\n" for r in rows))
+  runs[1].pop("diverged")
+  runs[0].pop("diverged")
+  fileio.atomic_write_json(os.path.join(w, "runs.json"), runs)
+  sweep = report.load_workdir(w)
+  a = report.analyze([sweep], report.settings_from_config(sweep.config))
+  parsed = list(csv.DictReader(io.StringIO(report.runs_csv(a))))
+  assert [r["diverged"] for r in parsed] == ["False", "True"]
 
 
 def test_summary_fits_width_scaling_and_phase_diagram(two_widths):
