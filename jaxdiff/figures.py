@@ -32,13 +32,22 @@ from matplotlib.lines import Line2D
 
 from jaxdiff import fileio
 from jaxdiff import timescales as ts
-from jaxdiff.report import fmt_slope
 
 DPI = 110
 VECTOR = "pdf"  # the vector copy written beside every PNG
 # A run whose final f_mem is below this has not saturated: dividing its curve by the final
 # value stretches its rise (drawn dotted where the figures still normalise that way).
 SATURATED = 0.5
+
+
+def fmt_slope(e: ts.Estimate | None) -> str:
+  """An exponent with its interval, 2 decimals: "1.21 [1.03, 1.38]". The same text as
+  jaxdiff.report.fmt_slope (figures_test checks it); not imported from there because the
+  report imports this module."""
+  if e is None:
+    return "–"
+  r = lambda v: f"{round(v, 2) + 0.0:.2f}"  # no "-0.00"
+  return r(e.value) if e.lo is None else f"{r(e.value)} [{r(e.lo)}, {r(e.hi)}]"
 
 
 def plain_number(v: float) -> str:

@@ -174,6 +174,14 @@ def test_log_tick_labels_are_plain_numbers(drawn):
   assert {"100", "1,000", "10k"} <= seen, seen
 
 
+def test_exponent_text_is_the_reports():
+  from jaxdiff import timescales as ts
+  for e in (ts.Estimate(1.2107, 1.0328, 1.3767), ts.Estimate(-0.001, -0.5, 0.49),
+            ts.Estimate(0.7)):
+    assert figures.fmt_slope(e) == report.fmt_slope(e)
+  assert figures.fmt_slope(ts.Estimate(1.2107, 1.0328, 1.3767)) == "1.21 [1.03, 1.38]"
+
+
 def test_plain_number():
   assert [figures.plain_number(v) for v in (0.01, 0.5, 5, 100, 1000, 2500, 10000, 250000,
                                             1e6)] == ["0.01", "0.5", "5", "100", "1,000",
