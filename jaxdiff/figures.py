@@ -189,7 +189,7 @@ def _marker_legend(name: str, kinds: set) -> list:
   out = []
   if "observed" in kinds:
     out.append(Line2D([], [], ls="none", marker="o", ms=5, mfc="0.5", mec="k",
-                      label=f"{name} per n (mean over seeds, bar: min-max)"))
+                      label=f"{name} per n (seed mean; bar: min-max)"))
   if ts.RIGHT_CENSORED in kinds:
     out.append(Line2D([], [], ls="none", marker=">", ms=7, mfc="none", mec="0.3",
                       label=f"{name} > budget (no run reached it)"))
@@ -222,8 +222,9 @@ def quality_fmem(a, path: str) -> str:
     ax_f.axhline(thr, color="gray", ls=":", lw=1, label=f"threshold {thr:g}")
     ax_f.set(xscale="log", xlabel="training step τ", ylabel="f_mem", title=f"f_mem, {s.label}")
     handles, _ = ax_f.get_legend_handles_labels()
-    ax_f.legend(handles=handles + _marker_legend("τ_mem", mem_kinds), fontsize=7, ncol=2,
-                loc="center left")
+    # f_mem starts at 0 for every n: the upper left is free
+    ax_f.legend(handles=handles + _marker_legend("τ_mem", mem_kinds), fontsize=6.5,
+                loc="upper left")
     if with_q:
       ax_q = row[0]
       vals = np.concatenate([g.curves["quality"].mean[g.curves["quality"].times > 0]
@@ -385,15 +386,20 @@ REFERENCES = {"tau_mem": (1.0, "reference n^1 (paper: α = 1)"),
 
 
 def _reference_line(ax, s, attr: str, cfit, fit, xs, color, label: str | None) -> bool:
-  """The paper's power law n^ref through the series' centre: the censoring-aware fit's
-  value at the geometric mean of n (else the least-squares fit's, else the observed
+  """The paper's power law n^ref through the series' centre: for tau_gen its geometric
+  mean over the observed runs; otherwise the censoring-aware fit's value at the geometric
+  mean of n (else the least-squares fit's, else the observed
   runs' geometric mean when they span two n or more), so that it differs from the fit
   only in slope. Returns whether it was drawn."""
   ref = REFERENCES[attr][0]
   obs = [(r.n, getattr(r, attr).value) for r in s.runs if getattr(r, attr).observed]
   ns = np.array(sorted({r.n for r in s.runs}), float)
   n_c = float(np.exp(np.mean(np.log(ns))))
-  if cfit is not None:
+  if attr == "tau_gen" and s.tau_gen_mean is not None:
+    # flat at the mean tau_gen, the dashed line of quality_fmem.png (a sloped fit's centre
+    # can lie below every observed run, e.g. when the largest n is left-censored)
+    y_c = s.tau_gen_mean.value
+  elif cfit is not None:
     y_c = float(cfit.predict(np.array([n_c]))[0])
   elif fit is not None:
     y_c = float(fit.predict(np.array([n_c]))[0])
@@ -439,8 +445,10 @@ def timescales(a, path: str) -> str:
           "interval; open triangles: censored runs at their bound (▲ later than the budget, "
           "▼ at or before the first evaluation); dashed: censoring-aware power laws (censored "
           "runs included), dotted: least squares over the observed runs only, each with its "
-          f"exponent's {a.settings['conf']:.0%} interval in the legend; dash-dotted gray: the paper's scaling "
-          "(tau_mem ∝ n, tau_gen independent of n) through the fit's value at the middle n.")
+          f"exponent's {a.settings['conf']:.0%} interval in the legend; dash-dotted gray: "
+          "the paper's scaling, tau_mem ∝ n through the fit's value at the geometric-mean n "
+          "(the loss-gap onset likewise), tau_gen flat at its geometric mean over the "
+          "observed runs.")
 
 
 def _forest(ax, rows, extra, name: str, ref: float, ref_label: str) -> None:
