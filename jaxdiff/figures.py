@@ -301,9 +301,13 @@ def fmem_collapse(a, path: str) -> str:
     skipped += _collapse_panel(row[2], s, 1.0, thr, normalise=True)
     row[2].set(title="f_mem / f_mem(τ_max) against τ/n (paper's inset)", xlabel="τ / n",
                ylabel="f_mem / f_mem(τ_max)")
+    # f_mem's own scale, 0 to 1, unless no run comes near 1 (then the rise would be flat)
+    peak = max([float(np.nanmax(g.curves["f_mem"].max)) for g in s.groups
+                if np.isfinite(g.curves["f_mem"].max).any()] or [1.0])
+    top = min(1.03, max(0.1, 1.1 * peak))
     for ax in row[:2]:
       ax.axhline(thr, color="gray", ls=":", lw=1, label=f"threshold {thr:g}")
-      ax.set(ylabel="f_mem", ylim=(-0.03, 1.03))
+      ax.set(ylabel="f_mem", ylim=(-0.03 * top, top))
     for ax in row:
       if ax.axison:
         ax.set_xscale("log")

@@ -562,4 +562,5 @@ def test_sparse_rows_without_quality_or_losses(tmp_path):
   assert run["tau_mem"]["value"] == pytest.approx(2400.0, rel=1e-9)  # threshold alone
   assert run["loss_gap_onset"]["status"] == "undefined"
   assert sorted(os.listdir(tmp_path / "out")) == [
-      "fmem_collapse.png", "quality_fmem.png", "report.md", "summary.json", "timescales.png"]
+      "fmem_collapse.pdf", "fmem_collapse.png", "quality_fmem.pdf", "quality_fmem.png",
+      "report.md", "runs.csv", "summary.json", "timescales.pdf", "timescales.png"]
