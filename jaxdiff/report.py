@@ -1223,6 +1223,9 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
                f"{', '.join(models) or '?'}; widths {', '.join(str(s.width) for s in a.series)}; "
                f"quality metric: {a.quality_label or 'none computed'}. Times are optimizer "
                "steps.")
+  lines.append("Every run's timescales, brackets and censoring: [runs.csv](runs.csv) (one row "
+               "per run, `pandas.read_csv`); every number of this report: "
+               "[summary.json](summary.json).")
   lines.append("")
   lines.append("## Findings")
   lines.append("")
@@ -1420,7 +1423,7 @@ def protocol_section(a: Analysis) -> list[str]:
 
 def write_report(workdirs: Sequence[str], out_dir: str | None = None,
                  config_overrides=None) -> str:
-  """Writes figures, summary.json and report.md for one or more workdirs.
+  """Writes figures, summary.json, runs.csv and report.md for one or more workdirs.
 
   Args:
     workdirs: sweep workdirs (one per width, for instance); the thresholds come from the

@@ -240,6 +240,7 @@ def test_runs_csv_has_every_run_of_summary_json(two_widths):
       assert _num(row[key]) == pytest.approx(s[key], rel=1e-5, abs=1e-12), key
     assert row["diverged"] == ""  # these workdirs have no diverged field
   assert ("tau_mem", "right_censored") in seen and ("tau_mem", "observed") in seen
+  assert "[runs.csv](runs.csv)" in two_widths["md"]
 
 
 def test_runs_csv_diverged_flag_and_rounding(tmp_path):
