@@ -282,7 +282,9 @@ def _reference_sets(dataset, table, eval_cfg) -> tuple[list[np.ndarray], dict]:
 
   Returns:
     (sets, record): record = {"source": "pool" | "test", "sets": [[start, stop], ...]
-    (positions in the pool order, or in the test split), "description": one sentence}.
+    (positions in the pool order, or in the test split), "description": one sentence},
+    written by the Sweep to WORKDIR/reference_sets.json (source "none", no sets, when the
+    quality metric needs no reference images: the GMM's KL, or quality = none).
   """
   del table  # the sets do not depend on the runs
   size, num = int(eval_cfg.fid_set_size), int(eval_cfg.fid_num_sets)
@@ -449,6 +451,12 @@ class Sweep:
           train_images=dataset.pool, train_labels=dataset.pool_labels,
           inception_weights=config.eval.inception_weights,
           cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"), seed=config.seed)
+    elif self.is_main:
+      fileio.atomic_write_json(os.path.join(workdir, "reference_sets.json"), {
+          "source": "none", "sets": [],
+          "description": ("No reference images: the quality metric is the KL estimate "
+                          "against the exact mixture P_0." if self.quality_kind == "gmm"
+                          else "No reference images: no quality metric (eval.quality = none).")})
 
     step_spec, eval_spec = make_specs(
         config, table, schedule, data_shape, image_data=dataset.kind == "image",

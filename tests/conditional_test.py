@@ -1,6 +1,7 @@
 """The conditional GMM of paper SM B.3 (Fig. 10): label conditioning, label dropout and
 classifier-free guidance, and an end-to-end tiny conditional sweep."""
 
+import json
 import os
 
 import jax
@@ -140,6 +141,8 @@ def test_tiny_conditional_sweep_end_to_end(tmp_path):
     assert np.isfinite(r["kl"]) and np.isfinite(r["score_error"]) and 0 <= r["f_mem"] <= 1
     assert np.isfinite(r["train_loss"]) and np.isfinite(r["test_loss"])
   assert sweep.num_params == mlp.num_params(8, 64, 2)
+  with open(os.path.join(tmp_path, "w", "reference_sets.json")) as f:
+    assert json.load(f)["source"] == "none"  # the GMM's KL needs no reference images
 
 
 def test_conditional_config_errors():
