@@ -128,6 +128,7 @@ def _tiny_cfg(**overrides):
   return c
 
 
+@pytest.mark.slow
 def test_tiny_conditional_sweep_end_to_end(tmp_path):
   config = _tiny_cfg()
   sweep = train.Sweep(config, str(tmp_path / "w"))
