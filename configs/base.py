@@ -78,6 +78,9 @@ def get_config():
   model.dropout = 0.1
   # MLP: number of residual blocks (paper SM B: 3).
   model.num_blocks = 3
+  # MLP: class-conditional score network with this many classes (the data's labels; gmm:
+  # the component) plus a null class for classifier-free guidance; 0 = unconditional.
+  model.num_classes = 0
   # How convolutions run when a models axis is vmapped: native | unroll | im2col.
   model.conv_batching = "native"
   # Parameter dtype for matmuls/convs ("float32" | "bfloat16" compute).
@@ -117,6 +120,10 @@ def get_config():
   # min: batch min(B, n), shuffled epochs without replacement (the paper);
   # replacement: batch B for every n, drawn with replacement; full: batch n (paper SM A.2).
   train.batch_policy = "min"
+  # Conditional models: probability that a training label is replaced by the null class
+  # (classifier-free guidance training). Not from the paper (SM B.3 does not state it);
+  # 0.1 is in the range of Ho & Salimans (2022).
+  train.label_dropout = 0.1
   # Most optimiser steps per dispatch (one lax.scan); chunks also end at evaluation times.
   train.steps_per_dispatch = 1000
   # How runs are laid out inside one device: auto | unroll | vmap (auto: unroll on CPU).
@@ -150,6 +157,10 @@ def get_config():
   evaluate.sampler_steps = 200
   # DDIM eta: 0 = deterministic (the paper), 1 = stochastic.
   evaluate.ddim_eta = 0.0
+  # Conditional models: classifier-free guidance scale s, eps = eps(null) + s (eps(y) -
+  # eps(null)); 1 = the conditional model, 0 = the unconditional one. Sample j is
+  # generated for label j mod num_classes.
+  evaluate.guidance = 1.0
   # Memorization threshold k on ||x - a1|| / ||x - a2|| (paper eq. 6).
   evaluate.k = 1 / 3
   # Further thresholds also reported (the paper: 1/2 and 1/4 do not change the scaling).

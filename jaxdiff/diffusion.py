@@ -117,7 +117,8 @@ def eps_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, weights: jax.Arra
 
 def fixed_time_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, weights: jax.Array,
                     index: int, key: jax.Array, num_draws: int = 5,
-                    batch_size: int = 1024) -> tuple[jax.Array, jax.Array]:
+                    batch_size: int = 1024,
+                    labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """The loss at one fixed diffusion index over a whole set (paper Fig. 2 middle).
 
   For each of `num_draws` noise draws, L_k = sum_b w_b mse_b / sum_b w_b over the set,
@@ -129,6 +130,8 @@ def fixed_time_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, weights: j
   Args:
     x0: [N, ...] the (centered) images.
     weights: [N] 1 for real images, 0 for padding.
+    labels: [N] int labels of a class-conditional model, or None. When given, eps_fn is
+      called as eps_fn(x, i, labels) with the labels of the chunk's items.
 
   Returns:
     (mean over draws of L_k, standard deviation over draws).
@@ -136,22 +139,31 @@ def fixed_time_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, weights: j
   n = x0.shape[0]
   bs = min(batch_size, n)
   pad = (-n) % bs
+  if labels is None:
+    labels_in = jnp.zeros((n,), jnp.int32)  # unused: keeps one scan body for both cases
+    call = lambda x, i, y: eps_fn(x, i)
+  else:
+    labels_in = jnp.asarray(labels, jnp.int32)
+    call = eps_fn
   if pad:
     x0 = jnp.concatenate([x0, jnp.zeros((pad,) + x0.shape[1:], x0.dtype)])
     weights = jnp.concatenate([weights, jnp.zeros((pad,), weights.dtype)])
+    labels_in = jnp.concatenate([labels_in, jnp.zeros((pad,), jnp.int32)])
   chunks_x = x0.reshape((-1, bs) + x0.shape[1:])
   chunks_w = weights.reshape(-1, bs)
+  chunks_y = labels_in.reshape(-1, bs)
   chunks_j = jnp.arange(x0.shape[0], dtype=jnp.uint32).reshape(-1, bs)
   idx = jnp.full((bs,), index, jnp.int32)
 
   def one_draw(draw_key):
     def body(acc, inp):
-      xc, wc, jc = inp
+      xc, wc, yc, jc = inp
       noise = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(draw_key, j),
                                                    xc.shape[1:], xc.dtype))(jc)
-      losses = per_sample_mse(noise, eps_fn(q_sample(schedule, xc, idx, noise), idx))
+      losses = per_sample_mse(noise, call(q_sample(schedule, xc, idx, noise), idx, yc))
       return acc + jnp.sum(wc * losses), None
-    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (chunks_x, chunks_w, chunks_j))
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
+                            (chunks_x, chunks_w, chunks_y, chunks_j))
     return total / jnp.maximum(jnp.sum(weights), 1.0)
 
   draw_keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(num_draws))
@@ -295,6 +307,33 @@ def em_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, key: jax.Array,
   (x, integral), _ = jax.lax.scan(step, (x_T, jnp.zeros((), jnp.float32)),
                                   (jnp.asarray(grid[:-1]), dts, keys, last))
   return x if rate_fn is None else (x, integral)
+
+
+def guided_eps_fn(eps_cond: EpsFn, eps_null: EpsFn, scale: float) -> EpsFn:
+  """Classifier-free guidance (Ho & Salimans 2022) of a class-conditional model.
+
+    eps_s(x, i) = eps(x, i | null) + s [eps(x, i | y) - eps(x, i | null)]
+                = (1 + w) eps(x, i | y) - w eps(x, i | null),   w = s - 1,
+
+  i.e. the score s_null + s (s_y - s_null). s = 1 is the conditional model, s = 0 the
+  unconditional one (both returned as they are, with one network call per step); s > 1
+  sharpens the classes.
+
+  Args:
+    eps_cond: the model conditioned on the wanted labels.
+    eps_null: the same model given the null label (label dropout trains it).
+    scale: s (a Python float: part of the compiled program).
+  """
+  scale = float(scale)
+  if scale == 1.0:
+    return eps_cond
+  if scale == 0.0:
+    return eps_null
+
+  def eps_fn(x, index):
+    null = eps_null(x, index)
+    return null + scale * (eps_cond(x, index) - null)
+  return eps_fn
 
 
 SAMPLERS = ("ddim", "ddpm", "em")

@@ -8,6 +8,11 @@ lifts `evaluate_run` over the models axis and computes the quality features of a
 together (the quality network's parameters are shared, so the models axis folds into its
 batch).
 
+A class-conditional model (spec.num_classes > 0, paper SM B.3) generates sample j for
+label j mod C (every class equally often) with classifier-free guidance of scale
+spec.guidance; its train and test losses use the data's own labels (the training
+objective without label dropout).
+
 All arrays stay on device; only small per-run summaries go to the host.
 """
 
@@ -41,16 +46,47 @@ class EvalSpec:
   capacity: int
   image_data: bool               # clip to [0, 1] for the quality metric
   gmm_mean: Any = None           # tuple for gmm data: the component mean (enables KL / score error)
+  num_classes: int = 0           # > 0: a class-conditional model (labels 0..C-1, C = null)
+  guidance: float = 1.0          # classifier-free guidance scale s (1 = conditional)
 
 
-def generate(eps_fn, schedule, key: jax.Array, spec: EvalSpec) -> jax.Array:
-  """num_samples samples in batches of sample_batch (bounded memory): [S, *data_shape]."""
+def generate(eps_fn, schedule, key: jax.Array, spec: EvalSpec, *,
+             per_batch: bool = False) -> jax.Array:
+  """num_samples samples in batches of sample_batch (bounded memory): [S, *data_shape].
+
+  per_batch: eps_fn is a function of the (traced) batch number b returning the eps_fn of
+    batch b (a conditional model's labels differ between batches).
+  """
   num_batches = -(-spec.num_samples // spec.sample_batch)
   keys = jax.random.split(key, num_batches)
   shape = (spec.sample_batch,) + spec.data_shape
-  xs = jax.lax.map(lambda k: diffusion.sample(spec.sampler, eps_fn, schedule, k, shape,
-                                              spec.sampler_steps, spec.ddim_eta), keys)
+  one = lambda fn, k: diffusion.sample(spec.sampler, fn, schedule, k, shape,
+                                       spec.sampler_steps, spec.ddim_eta)
+  if per_batch:
+    xs = jax.lax.map(lambda a: one(eps_fn(a[0]), a[1]), (jnp.arange(num_batches), keys))
+  else:
+    xs = jax.lax.map(lambda k: one(eps_fn, k), keys)
   return xs.reshape((-1,) + spec.data_shape)[:spec.num_samples]
+
+
+def sample_labels(num: int, num_classes: int, start=0) -> jax.Array:
+  """Labels of generated samples start, ..., start + num - 1: sample j gets j mod C."""
+  return ((start + jnp.arange(num)) % num_classes).astype(jnp.int32)
+
+
+def _model_eps_fns(model, params, spec: EvalSpec):
+  """eps_fn(x, t) for given labels (None: unconditional) and the guided sampler's eps_fn."""
+  def with_labels(labels):
+    if spec.num_classes == 0:
+      return lambda x, t: model.apply({"params": params}, x, t, train=False)
+    return lambda x, t: model.apply({"params": params}, x, t, labels, train=False)
+
+  def guided(labels):
+    if spec.num_classes == 0:
+      return with_labels(None)
+    null = jnp.full_like(labels, spec.num_classes)
+    return diffusion.guided_eps_fn(with_labels(labels), with_labels(null), spec.guidance)
+  return with_labels, guided
 
 
 def run_training_set(pool: jax.Array, offset, n, mean, capacity: int):
@@ -62,7 +98,8 @@ def run_training_set(pool: jax.Array, offset, n, mean, capacity: int):
 
 
 def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
-                 pool: jax.Array, test: jax.Array) -> dict[str, jax.Array]:
+                 pool: jax.Array, test: jax.Array, labels=None,
+                 test_labels=None) -> dict[str, jax.Array]:
   """All per-run metrics of one run (see the module docstring).
 
   Args:
@@ -71,23 +108,36 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
     key: the run's evaluation key for this training time.
     pool: [pool_size + capacity, ...] the raw (uncentered) pool, zero-padded.
     test: [num_test, ...] the raw held-out data.
+    labels, test_labels: a conditional model's [capacity] labels of the run's training
+      block (padded) and [num_test] labels of the test data.
 
   Returns:
     f_mem statistics, median ratio, losses, `images` [S, ...] (raw scale, clipped for image
     data) for the quality metric, and grid arrays (samples, neighbours, ratios).
   """
-  eps_fn = lambda x, t: model.apply({"params": params}, x, t, train=False)
+  with_labels, guided = _model_eps_fns(model, params, spec)
+  conditional = spec.num_classes > 0
+  if conditional and (labels is None or test_labels is None):
+    raise ValueError("a conditional model's evaluation needs labels and test_labels")
   k_sample, k_boot, k_train, k_test, k_gmm = jax.random.split(key, 5)
   kl = None
+  gen_labels = sample_labels(spec.num_samples, spec.num_classes) if conditional else None
   if spec.gmm_mean is not None:
     # The KL estimate's entropy term integrates along the sampling trajectories (paper
     # eqs. 27-28), so its Euler-Maruyama samples are the samples of every other metric.
+    # The model generates centred data when data.center is on: `mean` is added back
+    # wherever samples meet P_0, so the metrics compare like with like.
     from jaxdiff.metrics import gmm
     mu = jnp.asarray(spec.gmm_mean, jnp.float32)
-    est = gmm.gmm_kl(eps_fn, schedule, k_sample, spec.num_samples, mu, spec.sampler_steps)
+    est = gmm.gmm_kl(guided(gen_labels), schedule, k_sample, spec.num_samples, mu,
+                     spec.sampler_steps, offset=mean, labels=gen_labels)
     samples, kl = est.samples, est.kl
+  elif conditional:
+    def batch_fn(b):
+      return guided(sample_labels(spec.sample_batch, spec.num_classes, b * spec.sample_batch))
+    samples = generate(batch_fn, schedule, k_sample, spec, per_batch=True)
   else:
-    samples = generate(eps_fn, schedule, k_sample, spec)
+    samples = generate(with_labels(None), schedule, k_sample, spec)
   train_set, weights = run_training_set(pool, offset, n, mean, spec.capacity)
 
   mem = memorization.memorization_metrics(samples, train_set, n, k_boot, spec.ks,
@@ -96,13 +146,12 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
   mem.pop("d1")
   out = dict(mem)
 
-  out["train_loss"], out["train_loss_std"] = diffusion.fixed_time_loss(
-      eps_fn, schedule, train_set, weights, spec.loss_index, k_train, spec.loss_draws,
-      spec.loss_batch)
+  out["train_loss"], out["train_loss_std"] = _fixed_time_loss(
+      with_labels, labels, schedule, train_set, weights, spec, k_train)
   test_c = test - mean
-  out["test_loss"], out["test_loss_std"] = diffusion.fixed_time_loss(
-      eps_fn, schedule, test_c, jnp.ones((test.shape[0],), jnp.float32), spec.loss_index,
-      k_test, spec.loss_draws, spec.loss_batch)
+  out["test_loss"], out["test_loss_std"] = _fixed_time_loss(
+      with_labels, test_labels, schedule, test_c, jnp.ones((test.shape[0],), jnp.float32),
+      spec, k_test)
 
   raw = samples + mean
   if spec.image_data:
@@ -115,5 +164,16 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
 
   if kl is not None:
     out["kl"] = kl
-    out["score_error"] = gmm.score_error(eps_fn, schedule, mu, k_gmm, spec.num_samples)
+    out["score_error"] = gmm.score_error(guided(gen_labels), schedule, mu, k_gmm,
+                                         spec.num_samples, offset=mean, labels=gen_labels)
   return out
+
+
+def _fixed_time_loss(with_labels, labels, schedule, x0, weights, spec: EvalSpec, key):
+  """diffusion.fixed_time_loss of the model; a conditional one sees each item's label."""
+  if labels is None:
+    return diffusion.fixed_time_loss(with_labels(None), schedule, x0, weights, spec.loss_index,
+                                     key, spec.loss_draws, spec.loss_batch)
+  return diffusion.fixed_time_loss(lambda x, t, y: with_labels(y)(x, t), schedule, x0,
+                                   weights, spec.loss_index, key, spec.loss_draws,
+                                   spec.loss_batch, labels=labels)

@@ -10,6 +10,12 @@ authors' code, see paper.md 1.1):
   `full_tensor[-2048:]`) and the pool is everything before it;
 * run (n, index i) trains on `pool[i*n:(i+1)*n]` (the authors' `-i`), checked by
   `check_subsets`;
+* `load_dataset(..., reference=R)` holds out the LAST R pool items as `reference` (the
+  quality metric's reference sets): a fixed block of the order that no n-grid moves and no
+  training block can reach (the training pool ends where it starts);
+* the GMM's pool and test set alternate the two components (-mu, +mu, -mu, ...), so every
+  even prefix and every block [i n, (i+1) n) of even n holds exactly n/2 points of each (as
+  the authors draw them), where coin-flip labels would add a binomial imbalance;
 * the only preprocessing besides resizing is centering by the run's own training mean
   (`train_mean`), done by the trainer: values stay in [0, 1] here, no std division and
   no [-1, 1] rescale.
@@ -81,7 +87,12 @@ class Dataset:
     test_labels: the same for `test`.
     metadata: facts about the data, e.g. gmm {"mean": [d]} (components at +-mean),
       gaussian {"cov_eigs": [d]} (per-coordinate variances), images {"source": ...}.
-      Always holds "pool_available": the pool size before `max_pool` truncation.
+      Always holds "pool_available": the pool size before `max_pool` truncation and
+      before the reference block is taken off; with a reference block also
+      "reference_start", its first position in the pool order.
+    reference: the reference block `pool_order[reference_start:pool_available]` (the
+      last `reference` items of the pool order), or None when none was asked for or the
+      pool is too small to hold it (`pool` then excludes it).
   """
 
   name: str
@@ -91,12 +102,13 @@ class Dataset:
   pool_labels: np.ndarray | None
   test_labels: np.ndarray | None
   metadata: dict
+  reference: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------- public API
 
 
-def load_dataset(data_cfg, *, max_pool: int | None = None) -> Dataset:
+def load_dataset(data_cfg, *, max_pool: int | None = None, reference: int = 0) -> Dataset:
   """Loads `data_cfg.dataset` as an ordered pool and a held-out test set.
 
   Args:
@@ -104,6 +116,9 @@ def load_dataset(data_cfg, *, max_pool: int | None = None) -> Dataset:
       order_seed, dim, gmm_mean, pool_size, cov_eigs, cov_weights, tfds_data_dir).
     max_pool: at most this many pool items are returned (the first ones); None = all.
       For CelebA/CIFAR-10 only the cache blocks holding the needed images are decoded.
+    reference: hold out the last `reference` items of the pool order as
+      `Dataset.reference` (they leave `pool`); ignored (reference None) when the pool
+      has no more than `reference` items.
 
   Returns:
     A `Dataset`.
@@ -118,13 +133,15 @@ def load_dataset(data_cfg, *, max_pool: int | None = None) -> Dataset:
   if max_pool is not None and (isinstance(max_pool, bool) or int(max_pool) != max_pool
                                or max_pool < 1):
     raise ValueError(f"max_pool must be a positive integer or None, got {max_pool!r}")
+  if not _is_int(reference) or reference < 0:
+    raise ValueError(f"reference must be a non-negative integer, got {reference!r}")
   num_test = _get_int(data_cfg, "num_test", 2048, minimum=1)
   order_seed = _get_int(data_cfg, "order_seed", -1, minimum=-1)
   if name == "digits":
-    return _load_digits(data_cfg, num_test, order_seed, max_pool)
+    return _load_digits(data_cfg, num_test, order_seed, max_pool, reference)
   if name in ("gmm", "gaussian"):
-    return _load_synthetic(name, data_cfg, num_test, order_seed, max_pool)
-  return _load_tfds(name, data_cfg, num_test, order_seed, max_pool)
+    return _load_synthetic(name, data_cfg, num_test, order_seed, max_pool, reference)
+  return _load_tfds(name, data_cfg, num_test, order_seed, max_pool, reference)
 
 
 def check_subsets(dataset: Dataset, n_train: Sequence[int], index: Sequence[int], *,
@@ -149,9 +166,13 @@ def check_subsets(dataset: Dataset, n_train: Sequence[int], index: Sequence[int]
     raise errors.ConfigError("data.index", index, "a non-empty tuple of non-negative integers")
   available = len(dataset.pool)
   n_max, blocks = max(n_train), max(index) + 1
-  where = (f"the {dataset.name} pool has {available} images (data.num_test = "
-           f"{len(dataset.test)} held out" + (f", {reserve} reserved for evaluation" if reserve
-                                               else "") + ")")
+  held = [f"data.num_test = {len(dataset.test)} held out"]
+  if dataset.reference is not None:
+    held.append(f"the last {len(dataset.reference)} reserved as quality reference sets "
+                "(eval.fid_num_sets x eval.fid_set_size)")
+  if reserve:
+    held.append(f"{reserve} reserved for evaluation")
+  where = f"the {dataset.name} pool has {available} images ({', '.join(held)})"
   if n_max + reserve > available:
     raise errors.ConfigError(
         "data.n_train", n_train,
@@ -292,16 +313,28 @@ def _check_num_test(num_test, total, name):
         f"an integer in [1, {total - 1}]: {name} has {total} items and the pool keeps the rest")
 
 
-def _split(order, num_test, max_pool):
-  """Pool and test indices of a natural order: the test set is the end of the order."""
+def _split(order, num_test, max_pool, reference=0):
+  """Pool, reference and test indices of a natural order.
+
+  The test set is the end of the order; the reference block (when `reference` is below
+  the pool size, else None) is the end of what remains; the pool is the rest, cut to
+  max_pool.
+  """
   pool, test = order[:len(order) - num_test], order[len(order) - num_test:]
-  return (pool if max_pool is None else pool[:max_pool]), test
+  ref = None
+  if 0 < reference < len(pool):
+    pool, ref = pool[:len(pool) - reference], pool[len(pool) - reference:]
+  return (pool if max_pool is None else pool[:max_pool]), ref, test
+
+
+def _reference_metadata(ref, available):
+  return {} if ref is None else {"reference_start": available - len(ref)}
 
 
 # ---------------------------------------------------------------------- digits
 
 
-def _load_digits(cfg, num_test, order_seed, max_pool) -> Dataset:
+def _load_digits(cfg, num_test, order_seed, max_pool, reference) -> Dataset:
   """scikit-learn's bundled 8x8 digits (1797 images, values 0..16 scaled by 1/16).
 
   The images are 8x8 and are not resized: `data.image_size` must be 8 (upsampling an
@@ -323,36 +356,45 @@ def _load_digits(cfg, num_test, order_seed, max_pool) -> Dataset:
   order = np.arange(total)
   if order_seed >= 0:
     order = np.random.default_rng(order_seed).permutation(total)
-  pool_idx, test_idx = _split(order, num_test, max_pool)
+  pool_idx, ref_idx, test_idx = _split(order, num_test, max_pool, reference)
   return Dataset(
       name="digits", kind="image", pool=images[pool_idx], test=images[test_idx],
       pool_labels=labels[pool_idx], test_labels=labels[test_idx],
       metadata={"source": "sklearn.datasets.load_digits", "num_total": total,
-                "order_seed": order_seed, "pool_available": total - num_test})
+                "order_seed": order_seed, "pool_available": total - num_test,
+                **_reference_metadata(ref_idx, total - num_test)},
+      reference=None if ref_idx is None else images[ref_idx])
 
 
 # ---------------------------------------------------------------------- gmm, gaussian
 
 
 def _draw(seed: int, stream: int, count: int, dim: int):
-  """Labels in {0, 1} and standard normal noise [count, dim] from independent streams.
+  """Alternating labels 0, 1, 0, 1, ... and standard normal noise [count, dim].
 
-  Each stream fills its output in order, so a larger `count` extends the draws without
-  changing the first ones: `max_pool` truncation and `pool_size` do not move any point,
-  and the test points (stream 1) do not depend on the pool size.
+  The labels alternate (rather than being coin flips) so that every even-length block
+  starting at an even position holds exactly half of each; the noise fills its output in
+  order, so a larger `count` extends the draws without changing the first ones:
+  `max_pool` truncation and `pool_size` do not move any point, and the test points
+  (stream 1) do not depend on the pool size.
   """
-  label_seq, noise_seq = np.random.SeedSequence([seed, stream]).spawn(2)
-  labels = np.random.default_rng(label_seq).integers(0, 2, size=count)
+  # The second child stream feeds the noise (the first is kept unused so that the noise
+  # is the same as when the labels were drawn from it).
+  _, noise_seq = np.random.SeedSequence([seed, stream]).spawn(2)
+  labels = np.arange(count) % 2
   noise = np.random.default_rng(noise_seq).standard_normal((count, dim))
   return labels, noise
 
 
-def _load_synthetic(name, cfg, num_test, order_seed, max_pool) -> Dataset:
+def _load_synthetic(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
   """The GMM of paper SM B, or N(0, Sigma) with a discrete spectrum (paper Sect. 3)."""
   dim = _get_int(cfg, "dim", 8, minimum=1)
   pool_size = _get_int(cfg, "pool_size", 65536, minimum=1)
   seed = max(order_seed, 0)
-  count = pool_size if max_pool is None else min(pool_size, max_pool)
+  # Draws [0, pool_size) in order; a reference block needs the end of them.
+  ref_start = pool_size - reference if 0 < reference < pool_size else None
+  train_end = pool_size if ref_start is None else ref_start
+  count = train_end if max_pool is None else min(train_end, max_pool)
   if name == "gmm":
     mu = _get_float(cfg, "gmm_mean", 1.0)
     mean = np.full((dim,), mu, np.float64)
@@ -372,12 +414,19 @@ def _load_synthetic(name, cfg, num_test, order_seed, max_pool) -> Dataset:
       return (noise * np.sqrt(variances)).astype(np.float32), None
 
     metadata = {"cov_eigs": variances.astype(np.float32)}
-  pool, pool_labels = sample(0, count)
+  ref = None
+  if ref_start is None:
+    pool, pool_labels = sample(0, count)
+  else:
+    everything, all_labels = sample(0, pool_size)
+    pool, pool_labels = everything[:count], None if all_labels is None else all_labels[:count]
+    ref = everything[ref_start:]
+    metadata["reference_start"] = ref_start
   test, test_labels = sample(1, num_test)
   metadata.update({"source": f"synthetic:{name}", "seed": seed, "dim": dim,
                    "pool_available": pool_size})
   return Dataset(name=name, kind="vector", pool=pool, test=test, pool_labels=pool_labels,
-                 test_labels=test_labels, metadata=metadata)
+                 test_labels=test_labels, metadata=metadata, reference=ref)
 
 
 def _gaussian_spectrum(cfg, dim) -> np.ndarray:
@@ -440,7 +489,7 @@ _TFDS = {
 }
 
 
-def _load_tfds(name, cfg, num_test, order_seed, max_pool) -> Dataset:
+def _load_tfds(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
   spec = _TFDS[name]
   size = _get_int(cfg, "image_size", 32, minimum=1, maximum=min(spec.native_hw),
                   extra=f" ({name} images are {spec.native_hw[0]}x{spec.native_hw[1]}; "
@@ -460,21 +509,25 @@ def _load_tfds(name, cfg, num_test, order_seed, max_pool) -> Dataset:
   order = np.arange(total)
   if order_seed >= 0:
     order = np.random.default_rng(order_seed).permutation(total)
-  pool_idx, test_idx = _split(order, num_test, max_pool)
+  pool_idx, ref_idx, test_idx = _split(order, num_test, max_pool, reference)
   root = data_dir or _default_tfds_dir()
   cache = _BlockCache(root, name, source, spec, size, grayscale, natural.rule)
-  images, labels = cache.gather(np.concatenate([pool_idx, test_idx]), natural)
   n_pool = len(pool_idx)
+  n_ref = 0 if ref_idx is None else len(ref_idx)
+  images, labels = cache.gather(
+      np.concatenate([pool_idx] + ([] if ref_idx is None else [ref_idx]) + [test_idx]), natural)
   pool_labels = test_labels = None
   if labels is not None:
-    pool_labels, test_labels = labels[:n_pool], labels[n_pool:]
+    pool_labels, test_labels = labels[:n_pool], labels[n_pool + n_ref:]
   return Dataset(
-      name=name, kind="image", pool=images[:n_pool], test=images[n_pool:],
+      name=name, kind="image", pool=images[:n_pool], test=images[n_pool + n_ref:],
+      reference=None if ref_idx is None else images[n_pool:n_pool + n_ref],
       pool_labels=pool_labels, test_labels=test_labels,
       metadata={"source": f"tfds:{name}", "version": source.version, "num_total": total,
                 "split_lengths": dict(zip(spec.splits, source.lengths)),
                 "order": natural.rule, "order_seed": order_seed, "image_size": size,
-                "grayscale": grayscale, "pool_available": total - num_test})
+                "grayscale": grayscale, "pool_available": total - num_test,
+                **_reference_metadata(ref_idx, total - num_test)})
 
 
 def _default_tfds_dir() -> str:

@@ -67,6 +67,8 @@ class StepSpec:
   min_index: int
   data_parallel: int
   ema_decay: float
+  num_classes: int = 0       # > 0: a class-conditional model, label num_classes = null
+  label_dropout: float = 0.0  # probability of training on the null label instead
 
 
 def train_step(state: ts.TrainState, inputs: dict, pool: jax.Array, *, model, tx, schedule,
@@ -76,6 +78,11 @@ def train_step(state: ts.TrainState, inputs: dict, pool: jax.Array, *, model, tx
   With a 'data' mesh axis larger than one, each device of the axis takes its slice of the
   batch (the draws are made for the whole batch first, so they do not depend on the
   layout) and the loss sums and gradients are summed over the axis.
+
+  A class-conditional model (spec.num_classes > 0) sees each item's label from
+  inputs["labels"], replaced by the null class with probability spec.label_dropout
+  (classifier-free guidance training); its key is folded in separately, so the other
+  draws are those of an unconditional run.
   """
   key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
   k_batch, k_noise, k_drop = jax.random.split(key, 3)
@@ -83,15 +90,20 @@ def train_step(state: ts.TrainState, inputs: dict, pool: jax.Array, *, model, tx
                                       spec.policy, spec.batch_size)
   x0 = pool[inputs["offset"] + idx] - inputs["mean"]
   t_idx, noise = diffusion.sample_train_noise(k_noise, x0, schedule, spec.min_index)
+  y = ()
+  if spec.num_classes > 0:
+    dropped = jax.random.bernoulli(jax.random.fold_in(key, 7), spec.label_dropout, idx.shape)
+    y = (jnp.where(dropped, spec.num_classes, inputs["labels"][idx]).astype(jnp.int32),)
   if spec.data_parallel > 1:
     shard = jax.lax.axis_index(DATA)
     size = spec.batch // spec.data_parallel
     take = lambda a: jax.lax.dynamic_slice_in_dim(a, shard * size, size)
     x0, weights, t_idx, noise = take(x0), take(weights), take(t_idx), take(noise)
+    y = tuple(take(a) for a in y)
     k_drop = jax.random.fold_in(k_drop, shard)
 
   def loss_sum(params):
-    eps_fn = lambda x, t: model.apply({"params": params}, x, t, train=True,
+    eps_fn = lambda x, t: model.apply({"params": params}, x, t, *y, train=True,
                                       rngs={"dropout": k_drop})
     total, _ = diffusion.eps_loss(eps_fn, schedule, x0, weights, t_idx, noise)
     return total
@@ -172,7 +184,8 @@ class Programs:
         params = state.ema_params if state.ema_params is not None else state.params
         key = jax.random.fold_in(jax.random.fold_in(state.key, 2), step)
         return evaluate.evaluate_run(model, schedule, eval_spec, params, inp["n"],
-                                     inp["offset"], inp["mean"], key, shared[0], shared[1])
+                                     inp["offset"], inp["mean"], key, shared[0], shared[1],
+                                     inp.get("labels"), inp.get("test_labels"))
       outs = lift(one)((states, inputs), (pool, test))
       images = outs.pop("images")
       if quality is not None:
@@ -233,23 +246,72 @@ def _quality_kind(config, dataset) -> str:
   return "pixel_fd"
 
 
-def _reference_sets(dataset, table, eval_cfg) -> list[np.ndarray]:
-  """Disjoint held-out sets for the quality metric: pool images no run trains on.
+def _reference_size(config) -> int:
+  """Pool items to hold out at the end of the pool order for the quality reference sets.
 
-  The paper uses 5 sets of 10,000 images; with fewer spare images the sets shrink (at
-  least one set, falling back to the test split when the spare pool is tiny).
+  eval.fid_num_sets x eval.fid_set_size whenever the quality metric compares with
+  reference images (not for the GMM's exact KL or quality = none): a function of the
+  config's data and eval keys only, never of the n-grid.
   """
-  spare = dataset.pool[table.pool_size:]
-  size, num = eval_cfg.fid_set_size, eval_cfg.fid_num_sets
-  sets = [spare[i * size:(i + 1) * size] for i in range(num) if (i + 1) * size <= len(spare)]
-  if sets:
-    return sets
-  if len(spare) >= 100:
-    logging.warning("only %d spare pool images: one quality reference set of that size",
-                    len(spare))
-    return [spare]
-  logging.warning("no spare pool images: the quality reference set is the test split")
-  return [dataset.test]
+  kind = config.eval.quality
+  if kind == "none" or kind == "gmm" or (kind == "auto" and config.data.dataset == "gmm"):
+    return 0
+  return int(config.eval.fid_num_sets) * int(config.eval.fid_set_size)
+
+
+def _max_pool(config, table) -> int | None:
+  """Pool items to load: the training blocks, or all (the classifier of classifier_fd
+  learns the whole pool outside the reference block, the same for every n-grid)."""
+  kind = config.eval.quality
+  if kind == "classifier_fd" or (kind == "auto" and not config.eval.inception_weights
+                                 and config.data.dataset in ("digits", "cifar10")):
+    return None
+  return table.pool_size
+
+
+def _reference_sets(dataset, table, eval_cfg) -> tuple[list[np.ndarray], dict]:
+  """Disjoint held-out sets for the quality metric, and the record of which images.
+
+  The sets are the dataset's reference block: the last fid_num_sets x fid_set_size items
+  of the pool order, held out by `input_pipeline.load_dataset(reference=...)` before any
+  training block is taken (so they depend on the dataset and these two keys only, and no
+  run trains on them: the training pool ends where the block starts). The paper uses 5
+  sets of 10,000 images. When the pool is too small to hold the block, the sets are cut
+  from the test split instead (at most fid_num_sets sets of fid_set_size; one set of the
+  whole split when it is smaller than one set).
+
+  Returns:
+    (sets, record): record = {"source": "pool" | "test", "sets": [[start, stop], ...]
+    (positions in the pool order, or in the test split), "description": one sentence},
+    written by the Sweep to WORKDIR/reference_sets.json (source "none", no sets, when the
+    quality metric needs no reference images: the GMM's KL, or quality = none).
+  """
+  del table  # the sets do not depend on the runs
+  size, num = int(eval_cfg.fid_set_size), int(eval_cfg.fid_num_sets)
+  if dataset.reference is not None:
+    start = int(dataset.metadata["reference_start"])
+    ranges = [[start + i * size, start + (i + 1) * size] for i in range(num)]
+    sets = [dataset.reference[i * size:(i + 1) * size] for i in range(num)]
+    description = (f"{num} reference set{'s' if num > 1 else ''} of {size:,} pool items, "
+                   f"positions [{start:,}, {start + num * size:,}) of the pool order "
+                   f"(its last {num * size:,}, held out before the training blocks, "
+                   "which end at or before it), the same for every n-grid.")
+    return sets, {"source": "pool", "sets": ranges, "description": description}
+  test = dataset.test
+  count = min(num, len(test) // size)
+  if count >= 1:
+    ranges = [[i * size, (i + 1) * size] for i in range(count)]
+  else:
+    ranges = [[0, len(test)]]
+  logging.warning("the pool cannot hold %d x %d reference items: quality reference sets "
+                  "from the test split %s", num, size, ranges)
+  sets = [test[a:b] for a, b in ranges]
+  sizes = ranges[0][1] - ranges[0][0]
+  description = (f"{len(ranges)} reference set{'s' if len(ranges) > 1 else ''} of "
+                 f"{sizes:,} test items ({ranges[0][0]:,} to {ranges[-1][1]:,} of the test "
+                 f"split: the pool of {int(dataset.metadata['pool_available']):,} items "
+                 f"cannot also hold {num} x {size:,}), the same for every n-grid.")
+  return sets, {"source": "test", "sets": ranges, "description": description}
 
 
 def _run_inputs(table: runs_lib.RunTable, dataset, config, num_padded: int) -> dict:
@@ -270,7 +332,33 @@ def _run_inputs(table: runs_lib.RunTable, dataset, config, num_padded: int) -> d
       offset=np.asarray([r.offset for r in rows], np.int32),
       mean=np.stack(means).astype(np.float32),
       lr=np.asarray([r.lr for r in rows], np.float32),
-      key=keys.astype(np.uint32))
+      key=keys.astype(np.uint32),
+      **_run_labels(rows, dataset, config, table.capacity))
+
+
+def _run_labels(rows, dataset, config, capacity: int) -> dict:
+  """A conditional model's labels: [M, capacity] of each training block, [M, T] of test.
+
+  Missing labels (a shape-only stand-in dataset) are zeros; a real dataset without labels
+  is refused by validation before this.
+  """
+  if not config.model.get("num_classes", 0):
+    return {}
+  pool_labels = getattr(dataset, "pool_labels", None)
+  pool_labels = np.zeros((0,), np.int32) if pool_labels is None else np.asarray(pool_labels)
+  test_labels = getattr(dataset, "test_labels", None)
+  num_test = len(dataset.test)
+  if test_labels is None or len(test_labels) != num_test:
+    test_labels = np.zeros((num_test,), np.int32)
+  blocks = []
+  for r in rows:
+    block = np.zeros((capacity,), np.int32)
+    got = pool_labels[r.offset:r.offset + capacity]
+    block[:len(got)] = got
+    blocks.append(block)
+  return dict(labels=np.stack(blocks).astype(np.int32),
+              test_labels=np.broadcast_to(np.asarray(test_labels, np.int32),
+                                          (len(rows), num_test)).copy())
 
 
 def _grid_runs(table: runs_lib.RunTable, count: int) -> list[int]:
@@ -299,12 +387,15 @@ def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int
       loss_draws=config.eval.loss_noise_draws, loss_batch=min(1024, table.capacity),
       grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
       data_shape=tuple(data_shape), capacity=table.capacity, image_data=image_data,
-      gmm_mean=gmm_mean)
+      gmm_mean=gmm_mean, num_classes=int(config.model.get("num_classes", 0)),
+      guidance=float(config.eval.get("guidance", 1.0)))
   step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
                        policy=config.train.batch_policy,
                        min_index=config.diffusion.min_train_index,
                        data_parallel=config.train.data_parallel,
-                       ema_decay=float(config.optim.ema_decay))
+                       ema_decay=float(config.optim.ema_decay),
+                       num_classes=int(config.model.get("num_classes", 0)),
+                       label_dropout=float(config.train.get("label_dropout", 0.0)))
   return step_spec, eval_spec
 
 
@@ -336,9 +427,8 @@ class Sweep:
     self.strategy = sharding.resolve_strategy(config.train.models_axis,
                                               mesh.devices.flat[0].platform)
     self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
-    quality_needs = config.eval.fid_num_sets * config.eval.fid_set_size
     self.dataset = dataset = input_pipeline.load_dataset(
-        config.data, max_pool=table.pool_size + quality_needs)
+        config.data, max_pool=_max_pool(config, table), reference=_reference_size(config))
     input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
     validation.validate_against_data(config, table, dataset, mesh)
 
@@ -353,11 +443,20 @@ class Sweep:
     self.quality = None
     if self.quality_kind in ("fid", "classifier_fd", "pixel_fd"):
       from jaxdiff.metrics import quality as quality_lib
+      reference_sets, record = _reference_sets(dataset, table, config.eval)
+      if self.is_main:
+        fileio.atomic_write_json(os.path.join(workdir, "reference_sets.json"), record)
       self.quality = quality_lib.make_quality_metric(
-          self.quality_kind, reference_sets=_reference_sets(dataset, table, config.eval),
+          self.quality_kind, reference_sets=reference_sets,
           train_images=dataset.pool, train_labels=dataset.pool_labels,
           inception_weights=config.eval.inception_weights,
           cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"), seed=config.seed)
+    elif self.is_main:
+      fileio.atomic_write_json(os.path.join(workdir, "reference_sets.json"), {
+          "source": "none", "sets": [],
+          "description": ("No reference images: the quality metric is the KL estimate "
+                          "against the exact mixture P_0." if self.quality_kind == "gmm"
+                          else "No reference images: no quality metric (eval.quality = none).")})
 
     step_spec, eval_spec = make_specs(
         config, table, schedule, data_shape, image_data=dataset.kind == "image",

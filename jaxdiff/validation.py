@@ -90,6 +90,11 @@ def validate_sweep(config) -> None:
     _positive_int("model.num_res_blocks", m.num_res_blocks)
   else:
     _positive_int("model.num_blocks", m.num_blocks)
+  classes = m.get("num_classes", 0)
+  _require(_is_int(classes) and classes >= 0, "model.num_classes", classes,
+           "an integer >= 0 (0 = unconditional)")
+  _require(classes == 0 or m.name == "mlp", "model.num_classes", classes,
+           "0 for the U-Net (class conditioning is implemented for the mlp)")
 
   df = config.diffusion
   _require(_is_int(df.num_steps) and df.num_steps >= 2, "diffusion.num_steps", df.num_steps,
@@ -127,6 +132,9 @@ def validate_sweep(config) -> None:
   _require(_is_num(t.checkpoint_every_secs) and t.checkpoint_every_secs > 0,
            "train.checkpoint_every_secs", t.checkpoint_every_secs, "a positive number of seconds")
   _positive_int("train.max_checkpoints", t.max_checkpoints)
+  drop = t.get("label_dropout", 0.0)
+  _require(_is_num(drop) and 0 <= drop < 1, "train.label_dropout", drop,
+           "a probability in [0, 1)")
 
   e = config.eval
   times = tuple(e.times)
@@ -156,6 +164,9 @@ def validate_sweep(config) -> None:
   _require(_is_num(e.loss_t) and e.loss_t > 0, "eval.loss_t", e.loss_t,
            "a positive OU time (the paper: 0.01)")
   _choice("eval.quality", e.quality, QUALITY)
+  guidance = e.get("guidance", 1.0)
+  _require(_is_num(guidance) and 0 <= guidance < float("inf"), "eval.guidance", guidance,
+           "a finite number >= 0 (1 = conditional, 0 = unconditional)")
   _positive_int("eval.fid_num_sets", e.fid_num_sets)
   _require(_is_int(e.fid_set_size) and e.fid_set_size >= 2, "eval.fid_set_size",
            e.fid_set_size, "an integer >= 2")
@@ -200,3 +211,12 @@ def validate_against_data(config, table, dataset, mesh) -> None:
   if q == "classifier_fd":
     _require(dataset.pool_labels is not None, "eval.quality", q,
              f"'pixel_fd' or 'fid': {config.data.dataset} has no class labels")
+  classes = m.get("num_classes", 0)
+  if classes:
+    labels = dataset.pool_labels
+    _require(labels is not None, "model.num_classes", classes,
+             f"0: {config.data.dataset} has no class labels to condition on")
+    if len(labels):
+      top = int(max(labels.max(), dataset.test_labels.max()))
+      _require(top < classes, "model.num_classes", classes,
+               f"at least {top + 1}, the number of classes of {config.data.dataset}")

@@ -19,6 +19,12 @@ Metrics (all jit-able, for one model; the trainer vmaps them over runs):
 * `gmm_kl` / `kl_estimate`: the paper's estimate of D_KL(P_theta || P_0) from N
   generated samples (eqs. 26-28), see `em_sample_with_entropy`.
 
+Like with like: a model trained on data centred by a constant c (data.center) generates
+in centred coordinates; every metric takes that `offset` c and compares x + c with P_0
+(the score at x_t in centred coordinates is compared with P_t's at x_t + e^{-t} c). A
+class-conditional model (paper SM B.3) is compared with the component it was asked for:
+`labels` y in {0, 1} select N((2y - 1) mu, I) (label 1 <-> +mu, as the data's labels).
+
 Usage:
 
   mu = gmm_mean(8)
@@ -80,15 +86,54 @@ def population_score(x: jax.Array, t, mu: jax.Array) -> jax.Array:
   return m * jnp.tanh(jnp.sum(x * m, axis=-1, keepdims=True)) - x
 
 
-def population_eps_fn(schedule: diffusion.Schedule, mu: jax.Array) -> EpsFn:
+def _signs(labels: jax.Array) -> jax.Array:
+  """Component signs [B, 1] (+1 for label 1, -1 for label 0)."""
+  return (2.0 * jnp.asarray(labels, jnp.float32) - 1.0)[:, None]
+
+
+def component_log_density(x: jax.Array, mu: jax.Array, labels: jax.Array, t=0.0) -> jax.Array:
+  """log N(x; (2y - 1) m_t, I) of each row's component y (t = 0: the data's components)."""
+  m = _signs(labels) * _mean_at(mu, t)
+  d = x.shape[-1]
+  return -0.5 * d * math.log(2.0 * math.pi) - 0.5 * jnp.sum(jnp.square(x - m), axis=-1)
+
+
+def component_score(x: jax.Array, t, mu: jax.Array, labels: jax.Array) -> jax.Array:
+  """s(x, t | y) = (2y - 1) mu e^{-t} - x: the noised component N((2y - 1) m_t, I)'s score."""
+  return _signs(labels) * _mean_at(mu, t) - x
+
+
+def _shift(schedule, offset, index):
+  """e^{-t_i} c [B, d]: where the centred coordinates' x_t sits in the raw ones (minus x_t)."""
+  if offset is None:
+    return 0.0
+  return jnp.sqrt(schedule.alpha_bars[index])[:, None] * jnp.asarray(offset, jnp.float32)
+
+
+def _true_score(x, index, schedule, mu, labels):
+  t = diffusion.ou_time(schedule, index)
+  if labels is None:
+    return population_score(x, t, mu)
+  return component_score(x, t, mu, labels)
+
+
+def population_eps_fn(schedule: diffusion.Schedule, mu: jax.Array, offset=None,
+                      labels=None) -> EpsFn:
   """The exact noise predictor eps*(x, i) = -sqrt(1 - alpha_bar_i) s(x, t_i) of P_0.
 
   Plugged into a sampler it generates P_0 up to discretisation; plugged into the metrics
   it gives score error 0 and KL ~ 0 (the tests' reference model).
+
+  Args:
+    offset: the exact predictor of P_0 shifted by -offset (of data centred by `offset`),
+      s_c(x, t) = s(x + e^{-t} offset, t); None: no shift.
+    labels: [B] components: the exact predictor of each row's component (a perfect
+      class-conditional model); None: of the mixture.
   """
   def eps_fn(x, index):
-    t = diffusion.ou_time(schedule, index)
-    return -jnp.sqrt(1.0 - schedule.alpha_bars[index])[:, None] * population_score(x, t, mu)
+    raw = x + _shift(schedule, offset, index)
+    return (-jnp.sqrt(1.0 - schedule.alpha_bars[index])[:, None]
+            * _true_score(raw, index, schedule, mu, labels))
   return eps_fn
 
 
@@ -130,7 +175,7 @@ def score_error_at(eps_fn: EpsFn, schedule: diffusion.Schedule, x0: jax.Array,
 
 
 def score_error(eps_fn: EpsFn, schedule: diffusion.Schedule, mu: jax.Array, key: jax.Array,
-                num_samples: int, min_index: int = 1) -> jax.Array:
+                num_samples: int, min_index: int = 1, offset=None, labels=None) -> jax.Array:
   """The scalar score error of the metrics rows: Delta-weighted, averaged over noise levels.
 
     score_error = E_{i ~ U[min_index, T-1], x_0 ~ P_0, xi} (Delta_{t_i} / d) |s_theta - s|^2
@@ -141,15 +186,23 @@ def score_error(eps_fn: EpsFn, schedule: diffusion.Schedule, mu: jax.Array, key:
   0 for the population score, and it grows when a model memorizes (its score then points
   at the training points). Monte Carlo with num_samples draws of (x_0, i, xi), one
   network evaluation each.
+
+  With `offset` c (a model of data centred by c) the model is evaluated at the centred
+  x_t - e^{-t} c; with `labels` [num_samples] (a conditional model, eps_fn conditioned on
+  them) x_0 is drawn from each row's component and compared with that component's score.
   """
   k_x, k_i, k_eps = jax.random.split(key, 3)
-  x0 = sample_gmm(k_x, num_samples, mu)
+  if labels is None:
+    x0 = sample_gmm(k_x, num_samples, mu)
+  else:
+    x0 = _signs(labels) * mu + jax.random.normal(k_x, (num_samples, mu.shape[0]), jnp.float32)
   idx = jax.random.randint(k_i, (num_samples,), min_index, schedule.num_steps)
   noise = jax.random.normal(k_eps, x0.shape, x0.dtype)
   x_t = diffusion.q_sample(schedule, x0, idx, noise)
-  eps_true = -jnp.sqrt(1.0 - schedule.alpha_bars[idx])[:, None] * population_score(
-      x_t, diffusion.ou_time(schedule, idx), mu)
-  return jnp.mean(jnp.square(eps_fn(x_t, idx) - eps_true))
+  eps_true = -jnp.sqrt(1.0 - schedule.alpha_bars[idx])[:, None] * _true_score(
+      x_t, idx, schedule, mu, labels)
+  eps_model = eps_fn(x_t - _shift(schedule, offset, idx), idx)
+  return jnp.mean(jnp.square(eps_model - eps_true))
 
 
 # ------------------------------------------------------------------------- KL estimate
@@ -207,21 +260,39 @@ class KLEstimate(NamedTuple):
 
 
 def gmm_kl(eps_fn: EpsFn, schedule: diffusion.Schedule, key: jax.Array, num_samples: int,
-           mu: jax.Array, num_steps: int | None = None) -> KLEstimate:
+           mu: jax.Array, num_steps: int | None = None, offset=None,
+           labels=None) -> KLEstimate:
   """The paper's KL estimate from num_samples Euler-Maruyama samples (SM B, eqs. 26-28).
 
   The key is used as `diffusion.sample("em", ...)` uses it (x_T from its first split, the
   sampler noise from the second), so the returned samples equal that function's and can
   serve the memorization metrics as well.
+
+  Args:
+    offset: the model generates data centred by `offset` ([d] or scalar; None = 0): the
+      cross-entropy is taken at samples + offset. The entropy needs no shift: the centred
+      process x - e^{-t} c is again the OU process, and entropy is shift-invariant.
+    labels: [num_samples] the component each trajectory was conditioned on (a
+      conditional model): the estimate is then the mean over trajectories of the
+      component KLs, (1/2) sum_y KL(P_theta(.|y) || N((2y - 1) mu, I)) for balanced labels,
+      with eq. 27's entropy integral along each trajectory's own conditional score.
+
+  Returns:
+    KLEstimate; its samples are in the model's (centred) coordinates.
   """
   k_init, k_run = jax.random.split(key)
   x_T = jax.random.normal(k_init, (num_samples, mu.shape[0]), jnp.float32)
   samples, neg_entropy = em_sample_with_entropy(eps_fn, schedule, x_T, k_run, num_steps)
-  cross_entropy = -jnp.mean(log_density(samples, mu))
+  raw = samples if offset is None else samples + jnp.asarray(offset, jnp.float32)
+  if labels is None:
+    cross_entropy = -jnp.mean(log_density(raw, mu))
+  else:
+    cross_entropy = -jnp.mean(component_log_density(raw, mu, labels))
   return KLEstimate(neg_entropy + cross_entropy, cross_entropy, neg_entropy, samples)
 
 
 def kl_estimate(eps_fn: EpsFn, schedule: diffusion.Schedule, mu: jax.Array, key: jax.Array,
-                num_samples: int, num_steps: int | None = None) -> jax.Array:
+                num_samples: int, num_steps: int | None = None, offset=None,
+                labels=None) -> jax.Array:
   """The scalar KL estimate D_KL(P_theta || P_0) of `gmm_kl` (the metrics rows' "kl")."""
-  return gmm_kl(eps_fn, schedule, key, num_samples, mu, num_steps).kl
+  return gmm_kl(eps_fn, schedule, key, num_samples, mu, num_steps, offset, labels).kl
