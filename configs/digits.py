@@ -50,8 +50,11 @@ def get_config(arg: str | None = None):
   config.train.batch_policy = "replacement"
   config.train.steps_per_dispatch = 2000
 
-  config.eval.times = (100, 175, 250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000,
-                       8000, 12000, 16000, 24000, 32000)
+  # The budget halved again and again, with each octave's 3/4 point, down to step 100:
+  # 100, 125, 188, 250, 375, ..., 24000, 32000; a shorter train.num_steps gets the same
+  # kind of grid (400 steps: 100, 150, 200, 300, 400).
+  config.eval.grid = "octaves"
+  config.eval.first_time = 100
   config.eval.num_samples = 500
   config.eval.sample_batch = 500
   config.eval.sampler = "ddim"

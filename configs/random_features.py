@@ -5,7 +5,8 @@
 
 Writes DIR/config.json, DIR/stages/*.npz (finished stages, reused by a rerun on the same
 workdir) and DIR/report/ (report.md, summary.json, fig4_14_spectrum.png,
-fig5ab_losses.png, fig5c_heatmap.png, fig13_escore.png).
+fig5ab_losses.png, fig5c_heatmap.png, fig13_escore.png, each also as PDF). The quick
+variant says so in its report (`rf.variant`).
 
 Sized for this project's 2-core CPU: measured 1.2 minutes wall time while the machine
 was shared with other jobs (load ~3.5): simulation 48 s, the three spectra 17 s,
@@ -38,6 +39,8 @@ def get_config(arg=None):
   config.seed = 0
 
   config.rf = rf = ml_collections.ConfigDict()
+  # "full" (the study) or "quick" (every stage shrunk for tests; its report says so).
+  rf.variant = "quick" if arg == "quick" else "full"
   # Activation sigma of the random features (theory needs an odd one: tanh | erf).
   rf.activation = "tanh"
   # Data covariance as a discrete spectrum: its eigenvalues (Sigma = I here)...

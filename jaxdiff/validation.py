@@ -10,11 +10,12 @@ from __future__ import annotations
 import numbers
 
 from jaxdiff import diffusion
+from jaxdiff import eval_times
 from jaxdiff.errors import ConfigError
 
 DATASETS = ("digits", "gmm", "gaussian", "celeb_a", "cifar10")
 QUALITY = ("auto", "fid", "classifier_fd", "pixel_fd", "gmm", "none")
-EVAL_GRIDS = ("paper", "log")
+EVAL_GRIDS = eval_times.GRIDS
 
 
 def _is_int(v) -> bool:
@@ -142,7 +143,9 @@ def validate_sweep(config) -> None:
            "positive integer steps")
   beyond = [v for v in times if v > t.num_steps]
   _require(not beyond, "eval.times", times,
-           f"steps within the budget train.num_steps={t.num_steps} (beyond it: {beyond})")
+           f"steps within the budget train.num_steps={t.num_steps} (beyond it: {beyond}); "
+           f"give times up to {t.num_steps}, or --config.eval.times='()' to use "
+           f"eval.grid={e.grid!r}, which follows the budget")
   _choice("eval.grid", e.grid, EVAL_GRIDS)
   _positive_int("eval.num_times", e.num_times)
   _positive_int("eval.first_time", e.first_time)

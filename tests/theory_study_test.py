@@ -33,8 +33,50 @@ def test_writes_config_stages_and_report(quick):
   stages = sorted(os.listdir(os.path.join(workdir, "stages")))
   assert stages == ["escore.npz", "heatmap.npz", "simulation.npz", "spectrum_0.npz",
                     "spectrum_1.npz"]
+  for name in ("fig4_14_spectrum.pdf", "fig5ab_losses.pdf", "fig5c_heatmap.pdf",
+               "fig13_escore.pdf"):  # a vector copy of each figure
+    with open(os.path.join(report_dir, name), "rb") as f:
+      assert f.read(5) == b"%PDF-", name
   text = open(os.path.join(report_dir, "report.md")).read()
   assert "![losses](fig5ab_losses.png)" in text and "tau_mem" in text
+  # The quick variant says so, and does not hold its E*_score slope against the paper's
+  # (measured at psi_p = 32; the quick config uses 16); no Python tuples in the text.
+  assert "**Quick variant**" in text
+  assert "is not the paper's, so the two slopes are not expected to agree" in text
+  assert "(1.0,)" not in text and "Σ = I" in text
+
+
+def test_escore_comparison_with_the_paper():
+  from jaxdiff.theory import report
+  es = dict(paper_slope=-0.59, psi_p=32.0, t=0.01, d=24,
+            fit=dict(slope=-0.55, slope_stderr=0.03))
+  assert "within two standard errors" in report._escore_comparison(es)
+  es["fit"]["slope"] = -0.40
+  assert "outside two standard errors" in report._escore_comparison(es)
+  es["psi_p"] = 16.0
+  assert "not expected to agree" in report._escore_comparison(es)
+
+
+def test_spectrum_histogram_bins_and_peak():
+  """A few hundred eigenvalues get a dozen-odd bins over their own range (not a comb of
+  80 bins over the theory's grid), and the returned peak is the drawn maximum."""
+  import matplotlib.pyplot as plt
+  import numpy as np
+  from jaxdiff.theory import figures
+  eigs = np.random.default_rng(0).uniform(2.0, 6.0, size=300)
+  fig, ax = plt.subplots()
+  peak = figures._hist_density(ax, eigs, 600, 50, 0.0, 30.0)
+  (stairs,) = ax.patches
+  values, edges = stairs.get_data().values, stairs.get_data().edges
+  assert 8 <= values.size <= 20
+  assert edges[0] == pytest.approx(eigs.min()) and edges[-1] == pytest.approx(eigs.max())
+  assert peak == pytest.approx(values.max())
+  # Density per unit lambda, normalised by the whole count: integrates to 300 / 600.
+  assert np.sum(values * np.diff(edges)) == pytest.approx(0.5)
+  plt.close(fig)
+  assert figures.covariance_label((1.0,), (1.0,)) == "Σ = I"
+  assert figures.covariance_label((0.5, 1.5), (0.5, 0.5)) == (
+      "Σ eigenvalues 0.5, 1.5 (fractions 0.5, 0.5)")
 
 
 def test_summary_numbers(quick):

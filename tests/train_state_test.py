@@ -119,6 +119,28 @@ def test_paper_grid():
   assert eval_times.evaluation_steps(cfg, 100) == [5, 50, 100]
 
 
+def test_octave_grid_follows_the_budget():
+  cfg = ml_collections.ConfigDict(dict(times=(), grid="octaves", num_times=40, first_time=100))
+  assert eval_times.evaluation_steps(cfg, 400) == [100, 150, 200, 300, 400]
+  steps = eval_times.evaluation_steps(cfg, 32_000)
+  assert steps[:5] == [100, 125, 188, 250, 375] and steps[-3:] == [16_000, 24_000, 32_000]
+  # Two points per octave: consecutive ratios alternate between 4/3 and 3/2 above step 250.
+  ratios = np.diff(np.log2(steps[3:]))
+  assert np.allclose(ratios, np.where(np.arange(len(ratios)) % 2 == 0,
+                                      np.log2(1.5), np.log2(4 / 3)), atol=1e-9)
+  assert eval_times.evaluation_steps(cfg, 60) == [60]  # a budget below first_time
+
+
+def test_digits_default_accepts_a_short_budget():
+  """The first quick experiment (`--config.train.num_steps=400`) is not refused."""
+  from configs import digits
+  from jaxdiff import validation
+  config = digits.get_config()
+  config.train.num_steps = 400
+  validation.validate_sweep(config)
+  assert eval_times.evaluation_steps(config.eval, 400) == [100, 150, 200, 300, 400]
+
+
 def test_ema_follows_parameters():
   from jaxdiff.models.mlp import ResidualMLP
   model = ResidualMLP(width=8, num_blocks=1)

@@ -38,7 +38,8 @@ BAD = [
     ("train.batch_policy", "drop", r"train.batch_policy = 'drop': expected one of"),
     ("train.num_steps", 0, r"train.num_steps = 0"),
     ("eval.times", (100, 5000), r"eval.times = \(100, 5000\): expected steps within the budget "
-                                r"train.num_steps=200 \(beyond it: \[5000\]\)"),
+                                r"train.num_steps=200 \(beyond it: \[5000\]\); give times up to 200, "
+                                r"or --config.eval.times='\(\)' to use eval.grid="),
     ("eval.sampler", "euler", r"eval.sampler = 'euler': expected one of \('ddim', 'ddpm', 'em'\)"),
     ("eval.sampler_steps", 1000, r"eval.sampler_steps = 1000: expected an integer in \[1, 999\]"),
     ("eval.quality", "is", r"eval.quality = 'is'"),

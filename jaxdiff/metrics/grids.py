@@ -189,3 +189,39 @@ def save_step_grid(samples_dir: str, step: int, samples, neighbours, ratios, k: 
                                             "png": os.path.basename(base + ".png"),
                                             "rows": rows})
   return base + ".png", base + ".json"
+
+
+def save_gap_ratio_histogram(path: str, ratios, heldout_ratios=None,
+                             ks: Sequence[float] = (1 / 3,)) -> None:
+  """Histogram of the gap ratios of samples (and of held-out real images), with each k.
+
+  Ratios near 0 are copies (a sample much closer to one training image than to any
+  other); generalizing samples and real held-out images sit near 1. Written as PNG at
+  `path` and as PDF beside it.
+  """
+  bins = np.linspace(0.0, 1.0, 51)
+  fig = Figure(figsize=(6.4, 3.6), dpi=_DPI)
+  ax = fig.subplots()
+  for values, label, color in ((ratios, "generated samples", "C0"),
+                               (heldout_ratios, "held-out real images", "C1")):
+    if values is None:
+      continue
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    ax.hist(values, bins=bins, density=True, histtype="stepfilled" if color == "C0" else "step",
+            alpha=0.45 if color == "C0" else 1.0, color=color, lw=1.5,
+            label=f"{label} ({values.size:,})")
+  for j, k in enumerate(ks):
+    ax.axvline(k, color=_RED if j == 0 else "gray", ls="-" if j == 0 else ":", lw=1.2,
+               label=f"k = {_fmt(k)}" + (" (copies to its left)" if j == 0 else ""))
+  ax.set_xlim(0, 1)
+  ax.set_xlabel("gap ratio ||x - a1|| / ||x - a2||")
+  ax.set_ylabel("density")
+  ax.legend(fontsize=8, loc="upper left")
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=_DPI)
+  fileio.atomic_write_bytes(path, buf.getvalue())
+  buf = io.BytesIO()
+  fig.savefig(buf, format="pdf")
+  fileio.atomic_write_bytes(os.path.splitext(path)[0] + ".pdf", buf.getvalue())

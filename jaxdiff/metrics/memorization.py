@@ -17,8 +17,9 @@ Two layers:
   sample_block x train_block, not S x n), `ratios_from_neighbours`, `fmem_stats` and the
   one-call `memorization_metrics`. A run's training set may sit in a static-capacity array
   [cap, ...] with a traced `n_valid`: rows >= n_valid are never chosen.
-* A host API for users and tests taking numpy or jax arrays: `gap_ratio` and
-  `memorized_fraction`.
+* A host API for users and tests taking numpy or jax arrays: `gap_ratio`,
+  `nearest_neighbours_host`, `fmem_intervals` and `memorized_fraction` (also the
+  engine of `python -m jaxdiff.audit`).
 
 Usage:
 
@@ -288,6 +289,45 @@ def nearest_neighbours_host(samples, train_images, **kwargs) -> Neighbours:
 _fmem_jit = jax.jit(fmem_stats, static_argnames=("ks", "n_bootstrap"))
 
 
+def fmem_intervals(ratios, ks: Sequence[float] = DEFAULT_KS, n_bootstrap: int = 1000,
+                   seed: int = 0) -> dict[str, "np.ndarray"]:
+  """`fmem_stats` for numpy or jax gap ratios, as numpy arrays (f_mem per k, 95% interval).
+
+  Args:
+    ratios: [S] gap ratios (e.g. from `gap_ratio`); non-finite ones are left out.
+    ks: thresholds.
+    n_bootstrap: bootstrap resamples (0: no interval, lo = hi = NaN).
+    seed: seed of the bootstrap.
+
+  Returns:
+    {"f_mem": [K], "f_mem_lo": [K], "f_mem_hi": [K], "ratio_median": [], "num_samples": []}.
+  """
+  import numpy as np
+  stats = _fmem_jit(jnp.asarray(ratios, jnp.float32), tuple(float(k) for k in ks),
+                    jax.random.PRNGKey(seed), int(n_bootstrap))
+  return {name: np.asarray(value) for name, value in stats.items()}
+
+
+def binomial_interval(count: int, total: int, conf: float = 0.95) -> tuple[float, float]:
+  """Clopper-Pearson interval of a proportion: exact, never below `conf` coverage.
+
+  With c copies among S independent samples, c ~ Binomial(S, f); the interval is
+
+    lo = Beta^{-1}((1 - conf) / 2; c, S - c + 1),  hi = Beta^{-1}((1 + conf) / 2; c + 1, S - c)
+
+  (lo = 0 when c = 0, hi = 1 when c = S). Unlike the percentile bootstrap, which collapses
+  to [0, 0] when no sample is a copy, it says how large f could still be: 0 of 697 gives
+  [0, 0.53%].
+  """
+  from scipy import stats
+  if total <= 0:
+    return float("nan"), float("nan")
+  alpha = (1.0 - conf) / 2.0
+  lo = 0.0 if count <= 0 else float(stats.beta.ppf(alpha, count, total - count + 1))
+  hi = 1.0 if count >= total else float(stats.beta.ppf(1.0 - alpha, count + 1, total - count))
+  return lo, hi
+
+
 def memorized_fraction(samples, train_images, k: float = 1 / 3, n_bootstrap: int = 1000,
                        seed: int = 0) -> FmemResult:
   """f_mem = fraction of samples with gap ratio < k, with its bootstrap 95% interval.
@@ -302,7 +342,6 @@ def memorized_fraction(samples, train_images, k: float = 1 / 3, n_bootstrap: int
   Returns:
     FmemResult(fraction, lo, hi) as Python floats.
   """
-  ratios = gap_ratio(samples, train_images)
-  stats = _fmem_jit(ratios, (float(k),), jax.random.PRNGKey(seed), n_bootstrap)
+  stats = fmem_intervals(gap_ratio(samples, train_images), (float(k),), n_bootstrap, seed)
   return FmemResult(float(stats["f_mem"][0]), float(stats["f_mem_lo"][0]),
                     float(stats["f_mem_hi"][0]))
