@@ -137,7 +137,13 @@ class Checkpointer:
   def stored_leading_size(self, step: int) -> int | None:
     """The models-axis size the checkpoint of `step` was written with (None: unknown)."""
     path = os.path.join(self.directory, str(step), "state")
-    tree = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # orbax warns about a metadata file it does not need
+    try:
+      tree = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+    finally:
+      absl_logger.setLevel(level)
     sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree) if getattr(leaf, "shape", ())}
     return sizes.pop() if len(sizes) == 1 else None
 
