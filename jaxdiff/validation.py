@@ -108,7 +108,7 @@ def validate_sweep(config) -> None:
   _choice("optim.name", o.name, train_state.OPTIMIZERS)
   lrs = tuple(o.lr)
   _require(len(lrs) > 0 and all(_is_num(v) and v > 0 for v in lrs), "optim.lr", lrs,
-           "a non-empty tuple of finite positive learning rates")
+           "a non-empty tuple of positive learning rates (finite numbers)")
   _require(len(set(lrs)) == len(lrs), "optim.lr", lrs, "distinct learning rates")
   _require(_is_num(o.momentum) and 0 <= o.momentum < 1, "optim.momentum", o.momentum,
            "a number in [0, 1)")

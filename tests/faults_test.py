@@ -194,7 +194,7 @@ def test_short_writes_and_full_disk_during_append(reference, tmp_path, monkeypat
       return real_write(fd, data)
     state["calls"] += 1
     if state["calls"] == 1:
-      return real_write(fd, bytes(data[:len(data) // 2]))
+      return real_write(fd, bytes(data[:len(data) // 2 + 7]))  # mid-line
     raise OSError(errno.ENOSPC, "No space left on device")
   monkeypatch.setattr(os, "write", full)
   with pytest.raises(fileio.DiskFullError, match="no space left.*rerun the same command"):
