@@ -164,7 +164,38 @@ def test_heartbeat_guards_filesystems_without_os_lock(tmp_path, monkeypatch, cap
   assert "taking over" in caplog.text and "other-host" in caplog.text
 
 
+def test_released_lock_is_taken_without_warning(tmp_path, caplog):
+  wd = str(tmp_path / "wd")
+  workdir_lib.claim(wd, {"a": 1}).release()
+  with caplog.at_level(logging.WARNING):
+    claim = workdir_lib.claim(wd, {"a": 1})
+  claim.release()
+  assert "taking over" not in caplog.text
+  # Within one process a workdir is claimed once (a second Sweep object shares it).
+  with workdir_lib.claim(wd, {"a": 1}), workdir_lib.claim(wd, {"a": 1}):
+    pass
+
+
 # ------------------------------------------------------------------ metrics.jsonl
+
+
+def test_write_all_and_scan(tmp_path, monkeypatch):
+  """The pieces: short writes are continued; damaged lines are found and moved aside."""
+  path = str(tmp_path / "m.jsonl")
+  real_write = os.write
+  monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
+  fileio.append_jsonl(path, [{"step": 1, "run": r} for r in range(4)])
+  monkeypatch.undo()
+  with open(path, "a") as f:
+    f.write('{"step": 2, "ru\n{"step": 2, "run": 0}\n{"step": 2')
+  rows, damaged = fileio.scan_jsonl(path)
+  assert [r for _, r in rows] == [{"step": 1, "run": r} for r in range(4)] + [
+      {"step": 2, "run": 0}]
+  assert [n for n, _ in damaged] == [5, 7]
+  fileio.set_aside_lines(path, [5, 7], str(tmp_path / "aside"))
+  assert (tmp_path / "aside").read_text() == '{"step": 2, "ru\n{"step": 2\n'
+  assert [r for _, r in fileio.scan_jsonl(path)[0]] == [r for _, r in rows]
+
 
 
 def _metrics_fd(fd):
