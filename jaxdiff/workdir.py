@@ -48,6 +48,35 @@ _RECORD_BYTES = 1024  # the lock record is written in place, padded to a fixed s
 
 _held: dict[str, "_Lock"] = {}  # realpath -> lock held by this process
 
+# Keys that may change between runs on the same workdir (they change how or how long, not
+# what, is computed).
+RESUMABLE_KEYS = (
+    "train.num_steps", "train.steps_per_dispatch", "train.checkpoint_every_secs",
+    "train.max_checkpoints", "train.models_axis", "train.models_group", "train.data_parallel",
+    "eval.times", "eval.grid", "eval.num_times", "eval.first_time", "eval.sample_batch",
+    "eval.grid_runs", "eval.grid_samples", "eval.inception_weights", "eval.cache_dir",
+    "data.tfds_data_dir", "model.conv_batching",
+)
+RESUMABLE_PREFIXES = ("report.",)
+
+
+def _normalise(v):
+  # JSON turns tuples into lists; compare in JSON form.
+  return json.loads(fileio.dumps(v))
+
+
+def config_differences(stored: dict, current: dict) -> list[str]:
+  """Keys whose values differ and that a resume may not change, as 'key: old -> new'."""
+  a, b = fileio.flatten_dict(stored), fileio.flatten_dict(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES):
+      continue
+    old, new = _normalise(a.get(key, "<absent>")), _normalise(b.get(key, "<absent>"))
+    if old != new:
+      diffs.append(f"{key}: {old!r} -> {new!r}")
+  return diffs
+
 
 def _describe(info: dict) -> str:
   started = info.get("start_time")
@@ -230,7 +259,6 @@ def check_compatible(workdir: str, config_dict: dict) -> bool:
   Raises:
     WorkdirError: the directory is foreign or its config differs in non-resumable keys.
   """
-  from jaxdiff.checkpointing import config_differences
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     try:
