@@ -455,3 +455,22 @@ def test_sigterm_exits_75_and_resumes(reference, tmp_path):
   assert "rerun the same command to resume" in err and "Traceback" not in err
   run_sweep(wd)
   assert_same_rows(reference[1], rows_of(wd))
+
+
+@pytest.mark.slow
+def test_cli_exit_code_when_some_runs_diverge(tmp_path):
+  """The command line ends with exit code 3, the report written and one error line."""
+  wd = str(tmp_path / "wd")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxdiff.main", "--config=configs/test.py", f"--workdir={wd}",
+       "--config.optim.lr=1e-3,1e6", "--config.data.n_train=8", "--config.data.seeds=0",
+       "--config.train.num_steps=50", "--config.eval.times=50"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == train.EXIT_DIVERGED, result.stderr[-2000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("jaxdiff: error:")]
+  assert len(errors) == 1 and "1 of 2 runs diverged" in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr and "report written to" in result.stdout
