@@ -10,12 +10,19 @@ Checkpoints hold the complete stacked train state (parameters, optimizer moments
 order, keys, step) plus a small JSON record (wall time); orbax writes each one to a
 temporary directory and renames it when complete, so a kill at any moment leaves the
 previous checkpoint intact.
+
+A checkpoint that cannot be read is moved aside to `checkpoints.unreadable/` (named in a
+warning) and the one before it is restored; when none can be read the error names the
+folder. A checkpoint written with another models-axis padding (another device count) is
+restored at its stored size and re-padded (`restore_latest`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -25,98 +32,72 @@ import orbax.checkpoint as ocp
 from jaxdiff import fileio
 from jaxdiff import sharding
 from jaxdiff.errors import WorkdirError
+# The config comparison lives with the claim; re-exported for older callers.
+from jaxdiff.workdir import RESUMABLE_KEYS, RESUMABLE_PREFIXES, config_differences  # noqa: F401
 
-# Keys that may change between runs on the same workdir (they change how or how long, not
-# what, is computed).
-RESUMABLE_KEYS = (
-    "train.num_steps", "train.steps_per_dispatch", "train.checkpoint_every_secs",
-    "train.max_checkpoints", "train.models_axis", "train.models_group", "train.data_parallel",
-    "eval.times", "eval.grid", "eval.num_times", "eval.first_time", "eval.sample_batch",
-    "eval.grid_runs", "eval.grid_samples", "eval.inception_weights", "eval.cache_dir",
-    "data.tfds_data_dir", "model.conv_batching",
-)
-RESUMABLE_PREFIXES = ("report.",)
-
-
-def _normalise(v):
-  # JSON turns tuples into lists; compare in JSON form.
-  return json.loads(fileio.dumps(v))
-
-
-def config_differences(stored: dict, current: dict) -> list[str]:
-  """Keys whose values differ and that a resume may not change, as 'key: old -> new'."""
-  a, b = fileio.flatten_dict(stored), fileio.flatten_dict(current)
-  diffs = []
-  for key in sorted(set(a) | set(b)):
-    if key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES):
-      continue
-    old, new = _normalise(a.get(key, "<absent>")), _normalise(b.get(key, "<absent>"))
-    if old != new:
-      diffs.append(f"{key}: {old!r} -> {new!r}")
-  return diffs
-
+UNREADABLE = "checkpoints.unreadable"
 
 def claim_workdir(workdir: str, config_dict: dict, write: bool = True) -> bool:
-  """Checks that `workdir` is new, empty or a workdir of this config, and records the config.
+  """Claims `workdir` and records the config at once (see jaxdiff.workdir).
 
-  With several processes every process calls it (with write=True on process 0 only): they
-  check that they run the same config, all look at the workdir before anything is written
-  to it (a config.json appearing between a process's two looks would make the workdir look
-  foreign), then process 0 records the config, and none returns before it has.
+  For callers with no checks between claiming and recording (the theory study); the lock
+  is held until the process exits. The sweep trainer uses `jaxdiff.workdir.claim`.
 
   Returns:
     True when the workdir already held this sweep (a resume).
-
-  Raises:
-    WorkdirError: the directory is foreign or its config differs in non-resumable keys.
-    JaxdiffError: the processes of a multi-process launch run different configs.
   """
-  sharding.check_same_on_all_processes(fileio.dumps(config_dict), "the config")
-  path = os.path.join(workdir, "config.json")
-  resumed = False
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        stored = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise WorkdirError(f"{path} is not a readable jaxdiff config ({e}); "
-                         "use a new --workdir") from None
-    diffs = config_differences(stored, config_dict)
-    if diffs:
-      raise WorkdirError(
-          f"--workdir={workdir} holds a run of a different config; differing keys: "
-          + "; ".join(diffs) + ". Use a new --workdir, or the config stored in "
-          f"{path}.")
-    resumed = True
-  elif os.path.isdir(workdir) and any(not n.startswith(".") for n in os.listdir(workdir)):
-    raise WorkdirError(f"--workdir={workdir} is not empty and has no config.json, so it "
-                       "is not a jaxdiff workdir; choose a new or empty directory")
-  sharding.check_same_on_all_processes("workdir checked", "the workdir")
-  if write:
-    fileio.atomic_write_json(path, config_dict)
-  sharding.check_same_on_all_processes("workdir claimed", "the workdir")
-  return resumed
+  from jaxdiff import workdir as workdir_lib
+  claim = workdir_lib.claim(workdir, config_dict, is_main=write)
+  claim.record_config()
+  return claim.resumed
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return (text.splitlines() or [type(error).__name__])[0][:300]
 
 
 class Checkpointer:
   """Orbax CheckpointManager for the stacked train state and a JSON record."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+  def __init__(self, workdir: str, max_to_keep: int = 2, is_main: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.max_to_keep, self.is_main = max_to_keep, is_main
+    self._open()
+
+  def _open(self) -> None:
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True))
+    except OSError as e:
+      if fileio.is_disk_full(e):
+        raise fileio.disk_full_error(self.directory, "the checkpoint folder") from None
+      raise WorkdirError(f"{self.directory} cannot be opened ({_first_line(e)})") from None
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state: Any, record: dict) -> None:
-    """Saves synchronously (returns once the checkpoint is complete on disk)."""
+    """Saves synchronously (returns once the checkpoint is complete on disk).
+
+    Raises:
+      DiskFullError: the device filled up; the earlier checkpoints are intact.
+    """
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)), force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # orbax wraps the OSError of its writer threads
+      if fileio.is_disk_full(e):
+        raise fileio.disk_full_error(self.directory, f"the checkpoint of step {step}") from None
+      raise
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
     """Restores into the shapes and shardings of `abstract_state` (ShapeDtypeStructs)."""
@@ -124,6 +105,99 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"] or {})
+
+  def stored_leading_size(self, step: int) -> int | None:
+    """The models-axis size the checkpoint of `step` was written with (None: unknown)."""
+    path = os.path.join(self.directory, str(step), "state")
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # orbax warns about a metadata file it does not need
+    try:
+      tree = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+    finally:
+      absl_logger.setLevel(level)
+    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree) if getattr(leaf, "shape", ())}
+    return sizes.pop() if len(sizes) == 1 else None
+
+  def restore_padded(self, abstract_state: Any, step: int, mesh) -> tuple[Any, dict]:
+    """Restores `step` into `abstract_state`, re-padding the models axis when needed.
+
+    The models axis is padded to a multiple of the device count by repeating the last
+    run (train._run_inputs), so every padding slot holds the last run's state: a
+    checkpoint of another padding is read at its stored size, replicated, and cut or
+    extended with copies of its last run.
+    """
+    want = {x.shape[0] for x in jax.tree.leaves(abstract_state)}
+    stored = self.stored_leading_size(step)
+    if stored is None or want == {stored}:
+      return self.restore(abstract_state, step)
+    rep = sharding.replicated(mesh)
+    at_stored = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((stored,) + x.shape[1:], x.dtype, sharding=rep),
+        abstract_state)
+    state, record = self.restore(at_stored, step)
+    host = sharding.fetch(state)
+
+    def repad(x, target):
+      m = target.shape[0]
+      if x.shape[0] >= m:
+        return x[:m]
+      return np.concatenate([x, np.repeat(x[-1:], m - x.shape[0], axis=0)])
+
+    padded = jax.tree.map(repad, host, abstract_state)
+    out = jax.tree.map(lambda x, t: sharding.global_array(x, t.sharding), padded,
+                       abstract_state)
+    logging.warning("checkpoint of step %d has %d runs on the models axis, this mesh %d: "
+                    "re-padded", step, stored, next(iter(want)))
+    return out, record
+
+  def restore_latest(self, abstract_state: Any, mesh, say=logging.warning
+                     ) -> tuple[Any, dict, int] | None:
+    """The newest readable checkpoint (state, record, step), or None when there is none.
+
+    An unreadable checkpoint is reported by name and moved aside (process 0) to
+    <workdir>/checkpoints.unreadable/, and the one before it is tried.
+
+    Raises:
+      WorkdirError: there are checkpoints but none can be read (the message names the
+        folder they were moved to).
+    """
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, record = self.restore_padded(abstract_state, step, mesh)
+        return state, record, step
+      except Exception as e:  # orbax/tensorstore raise many types for a damaged file
+        if fileio.is_disk_full(e):
+          raise
+        where = os.path.join(self.directory, str(step))
+        failures.append(f"step {step}: {_first_line(e)}")
+        moved = self._set_aside(step)
+        say(f"checkpoint {where} is unreadable ({_first_line(e)}); moved it to {moved}; "
+            "trying the one before")
+    if failures:
+      raise WorkdirError(
+          f"no readable checkpoint in {self.directory} ({'; '.join(failures)}); they were "
+          f"moved to {os.path.join(self.workdir, UNREADABLE)}: rerun the same command to "
+          "start again from step 0 (the metrics rows already written are kept)")
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    src = os.path.join(self.directory, str(step))
+    dst_dir = os.path.join(self.workdir, UNREADABLE)
+    dst = os.path.join(dst_dir, str(step))
+    if self.is_main:
+      os.makedirs(dst_dir, exist_ok=True)
+      k = 1
+      while os.path.exists(dst):
+        dst = os.path.join(dst_dir, f"{step}.{k}")
+        k += 1
+      shutil.move(src, dst)
+    sharding.check_same_on_all_processes(f"checkpoint {step} set aside", "the checkpoints")
+    # The manager lists its steps when opened: open it again without the one moved.
+    self.manager.close()
+    self._open()
+    return dst
 
   def restore_arrays(self, step: int | None = None) -> dict:
     """The saved state as a tree of host arrays, without knowing its structure (for tools)."""
@@ -137,8 +211,10 @@ class Checkpointer:
     return checkpointer.restore(path, restore_args=as_numpy)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+    finally:
+      self.manager.close()
 
 
 def abstract_with_sharding(tree: Any, sharding) -> Any:

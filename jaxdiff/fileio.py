@@ -2,18 +2,59 @@
 
 A finished result is never lost or half-written: whole files are written to a temporary
 name in the same directory, fsynced and renamed over the target (atomic on POSIX);
-`metrics.jsonl` is only appended to, one `write` per batch of rows, fsynced. A row cut
-short by a crash (no trailing newline) is dropped by `read_jsonl` and trimmed by the next
-`append_jsonl`, so earlier rows are never touched.
+`metrics.jsonl` is only appended to, every byte of a batch of rows written (a short write
+is continued, a full disk raises `DiskFullError`), then fsynced. A row cut short by a crash
+(no trailing newline) is dropped by `read_jsonl`; `scan_jsonl` finds every damaged line
+and `set_aside_lines` moves such lines to a file beside the original (never deleted).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
 from typing import Any, Iterable
+
+from jaxdiff.errors import JaxdiffError
+
+
+class DiskFullError(JaxdiffError):
+  """The disk (or quota) is full: nothing is lost, rerun the command once there is space."""
+
+
+def disk_full_error(path: str, what: str) -> DiskFullError:
+  return DiskFullError(
+      f"no space left on the device of {path} while writing {what}; everything written "
+      "before is intact: free some space and rerun the same command to resume")
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether an exception (or one it was raised from) is a full disk or quota."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+  """Writes every byte of `data` (os.write may write fewer than asked: continue)."""
+  view = memoryview(data)
+  done = 0
+  while done < len(view):
+    if offset is None:
+      n = os.write(fd, view[done:])
+    else:
+      n = os.pwrite(fd, view[done:], offset + done)
+    if n <= 0:  # no progress and no error: treat as a full device rather than spin
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    done += n
 
 
 def _json_default(obj):
@@ -64,9 +105,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if is_disk_full(e):
+      raise disk_full_error(path, os.path.basename(path)) from None
     raise
 
 
@@ -106,18 +149,28 @@ def _trim_partial_line(path: str) -> None:
 
 
 def append_jsonl(path: str, rows: Iterable[dict]) -> None:
-  """Appends rows (one JSON object per line) in a single write, then fsyncs."""
+  """Appends rows (one JSON object per line): every byte written, then fsynced.
+
+  Raises:
+    DiskFullError: the device is full; the bytes written so far end without a newline,
+      so they are one damaged last line that `read_jsonl` skips and the next append trims.
+  """
   text = "".join(dumps(r, sort_keys=True) + "\n" for r in rows)
   if not text:
     return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  _trim_partial_line(path)
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
   try:
-    os.write(fd, text.encode("utf-8"))
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+    _trim_partial_line(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      write_all(fd, text.encode("utf-8"))
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+  except OSError as e:
+    if is_disk_full(e):
+      raise disk_full_error(path, "metrics rows") from None
+    raise
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -136,3 +189,65 @@ def read_jsonl(path: str) -> list[dict]:
     except json.JSONDecodeError:
       continue  # a row cut short by a crash
   return rows
+
+
+def scan_jsonl(path: str, valid=lambda row: isinstance(row, dict)
+               ) -> tuple[list[tuple[int, dict]], list[tuple[int, bytes]]]:
+  """The rows of a JSON-lines file and its damaged lines.
+
+  A line is damaged when it does not parse, fails `valid`, or is the last line and has no
+  newline (a write cut short). Blank lines are neither.
+
+  Returns:
+    (rows, damaged): (1-based line number, row) of the good rows in file order and
+    (line number, raw bytes) of every damaged line.
+  """
+  if not os.path.exists(path):
+    return [], []
+  with open(path, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  rows, damaged = [], []
+  for i, raw in enumerate(lines):
+    last = i == len(lines) - 1
+    if not raw.strip():
+      continue
+    try:
+      row = json.loads(raw)
+      ok = (not last) and valid(row)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      ok = False
+    if ok:
+      rows.append((i + 1, row))
+    else:
+      damaged.append((i + 1, raw))
+  return rows, damaged
+
+
+def set_aside_lines(path: str, line_numbers: Iterable[int], aside_path: str) -> None:
+  """Moves lines of `path` (1-based numbers) to the end of `aside_path`, atomically.
+
+  The lines are appended to `aside_path` first, then `path` is replaced by its other
+  lines, so a crash between the two leaves a line in both files, never in neither.
+  """
+  drop = set(line_numbers)
+  if not drop:
+    return
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  keep, moved = [], []
+  for i, raw in enumerate(lines):
+    (moved if i + 1 in drop else keep).append(raw)
+  aside = b"".join(m.rstrip(b"\n") + b"\n" for m in moved)
+  fd = os.open(aside_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    write_all(fd, aside)
+    os.fsync(fd)
+  except OSError as e:
+    if is_disk_full(e):
+      raise disk_full_error(aside_path, "damaged metrics lines") from None
+    raise
+  finally:
+    os.close(fd)
+  body = b"".join(k + b"\n" for k in keep if k.strip())
+  atomic_write_bytes(path, body)

@@ -7,14 +7,27 @@
 
 Rerunning a command on the same workdir resumes it. The experiment is chosen by
 `config.experiment`: "diffusion" (the sweep trainer, jaxdiff.train) or "random_features"
-(the theory study, jaxdiff.theory.study). A user mistake (a config value, a missing
-dataset, a foreign workdir) ends with one line naming the key or file and exit code 2.
+(the theory study, jaxdiff.theory.study). Every failure a user can cause or meet ends
+with one `jaxdiff: error:` line naming the key or file. Exit codes:
+
+  0   finished
+  2   a user mistake or an unusable workdir: a config value, a config file that raises or
+      does not parse (named with the exception's own line), a missing dataset, a foreign
+      workdir or one in use by another process, a path that is a file or read-only, a
+      full disk (nothing is lost: rerun once there is space), no readable checkpoint
+  3   finished, but some runs diverged (frozen, marked `diverged` in runs.json and
+      metrics.jsonl, listed in the report); also when every run diverged
+  75  stopped by SIGTERM/SIGINT after checkpointing the current step: rerun the same
+      command to resume (a scheduler should requeue the job)
+  1   a bug (a Python traceback)
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -33,9 +46,44 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; rerun to resu
 EXPERIMENTS = ("diffusion", "random_features")
 
 
-def _fail(message: str) -> None:
+EXIT_USER = 2
+EXIT_DIVERGED = 3   # = train.EXIT_DIVERGED
+EXIT_STOPPED = 75   # = train.EXIT_STOPPED
+
+
+def _fail(message: str, code: int = EXIT_USER) -> None:
   print(f"jaxdiff: error: {message}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(code)
+
+
+def _config_path(argv) -> str | None:
+  for i, a in enumerate(argv):
+    value = (a.split("=", 1)[1] if a.startswith(("--config=", "-config=")) else
+             argv[i + 1] if a in ("--config", "-config") and i + 1 < len(argv) else None)
+    if value is not None:
+      return value.split(":", 1)[0]
+  return None
+
+
+def _config_file_error(error: BaseException, path: str | None) -> str | None:
+  """'FILE, line N: Type: message' for an exception raised by (or parsing) a config file."""
+  if not path:
+    return None
+  target = os.path.realpath(path)
+  chain, e = [], error
+  while e is not None and e not in chain:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for e in reversed(chain):  # the innermost first: the config file's own exception
+    if isinstance(e, SyntaxError) and e.filename and os.path.realpath(e.filename) == target:
+      return f"{path}, line {e.lineno}: SyntaxError: {e.msg}"
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.realpath(f.filename) == target]
+    if frames:
+      f = frames[-1]
+      return (f"{path}, line {f.lineno} ({(f.line or '').strip()}): "
+              f"{type(e).__name__}: {e}")
+  return None
 
 
 def _parse_flags(argv):
@@ -43,10 +91,15 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(_one_line(e))
+    located = _config_file_error(e, _config_path(argv[1:]))
+    _fail(f"--config: {located}" if located else _one_line(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for unknown keys or badly typed overrides.
-    _fail(f"bad --config override: {_one_line(e)}")
+    located = _config_file_error(e, _config_path(argv[1:]))
+    _fail(f"--config: {located}" if located else f"bad --config override: {_one_line(e)}")
+  except Exception as e:  # a config file that does not parse or raises something else
+    located = _config_file_error(e, _config_path(argv[1:]))
+    _fail(f"--config: {located or _one_line(e)}")
 
 
 def _one_line(error: Exception) -> str:
@@ -103,10 +156,21 @@ def main(argv):
     print(f"jaxdiff: JAX {jax.__version__}, process {jax.process_index() + 1}/"
           f"{jax.process_count()}, {jax.device_count()} {jax.default_backend()} device(s)",
           file=sys.stderr)
+  from jaxdiff import train
   try:
     result = run(config, _WORKDIR.value)
+  except train.TrainingDiverged as e:
+    if e.report:
+      print(f"jaxdiff: report written to {e.report}")
+    _fail(str(e), EXIT_DIVERGED)
+  except train.StoppedBySignal as e:
+    print(f"jaxdiff: {e}", file=sys.stderr)
+    sys.exit(EXIT_STOPPED)
   except JaxdiffError as e:
-    _fail(str(e))
+    _fail(str(e), getattr(e, "exit_code", EXIT_USER))
+  except KeyboardInterrupt:  # a second signal: stopped without waiting for the dispatch
+    _fail("stopped at once by a second signal; the last checkpoint is kept: rerun the "
+          "same command to resume from it", EXIT_STOPPED)
   if result:
     print(f"jaxdiff: report written to {result}")
 

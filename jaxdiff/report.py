@@ -102,8 +102,12 @@ def load_workdir(workdir: str) -> Sweep:
   if not os.path.isfile(metrics_path):
     raise WorkdirError(f"{metrics_path} is missing: the sweep in {workdir} has not evaluated "
                        "anything yet (run or resume python -m jaxdiff.main on it)")
+  # A diverged run (runs.json, rows with `diverged`) is left out of the analysis and named
+  # in the notes (see analyze).
+  diverged = {int(r["run"]) for r in runs if r.get("diverged")}
   rows = [r for r in fileio.read_jsonl(metrics_path)
-          if isinstance(r, dict) and "run" in r and "step" in r]
+          if isinstance(r, dict) and "run" in r and "step" in r and not r.get("diverged")
+          and int(r["run"]) not in diverged]
   if not rows:
     raise WorkdirError(f"{metrics_path} has no evaluation rows yet: run or resume the sweep "
                        "first")
@@ -500,7 +504,16 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
     for row in sw.rows:
       by_run.setdefault(int(row["run"]), []).append(row)
     table = {int(r["run"]): r for r in sw.runs}
-    missing = sorted(set(table) - set(by_run))
+    for run_id, r in sorted(table.items()):
+      if r.get("diverged"):
+        notes.append(f"{sw.path}: run {run_id} (n={r.get('n')}, seed={r.get('seed')}, "
+                     f"lr={r.get('lr')}) diverged at step {r['diverged'].get('step')} "
+                     f"({r['diverged'].get('reason')}) and is left out.")
+    for step in sorted({int(row["step"]) for row in sw.rows}):
+      lost = sorted(set(by_run) - {int(row["run"]) for row in sw.rows if row["step"] == step})
+      if lost:
+        notes.append(f"{sw.path}: the rows of runs {lost} at step {step} are missing.")
+    missing = sorted(set(table) - set(by_run) - {k for k, r in table.items() if r.get("diverged")})
     if missing:
       notes.append(f"{sw.path}: runs {missing} have no metrics rows yet and are left out.")
     loss_t = sw.config.get("eval", {}).get("loss_t")

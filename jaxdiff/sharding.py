@@ -234,7 +234,7 @@ def any_process(*flags: bool) -> tuple[bool, ...]:
   For decisions that every process must take together although they come from one
   process's view (a signal, a wall clock), e.g. whether to checkpoint now.
   """
-  if jax.process_count() == 1:
+  if jax.process_count() == 1 or not flags:
     return tuple(bool(f) for f in flags)
   from jax.experimental import multihost_utils
   mine = np.asarray([bool(f) for f in flags], np.int32)

@@ -43,6 +43,7 @@ from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
 from jaxdiff import train_state as ts
 from jaxdiff import validation
+from jaxdiff import workdir as workdir_lib
 from jaxdiff.errors import JaxdiffError
 
 MODELS, DATA = sharding.MODELS, sharding.DATA
@@ -54,8 +55,50 @@ def _say(message: str) -> None:
   tqdm.write(f"jaxdiff: {message}", file=sys.stderr)
 
 
+# Exit codes of `python -m jaxdiff.main` (README "Outputs"): 0 finished, 2 a user mistake
+# or an unusable workdir, and these two.
+EXIT_DIVERGED = 3   # finished, but some runs diverged (frozen, marked in runs.json/metrics)
+EXIT_STOPPED = 75   # stopped by a signal after checkpointing: rerun the command to resume
+                    # (75 = EX_TEMPFAIL of sysexits.h, "try again later")
+
+
 class TrainingDiverged(JaxdiffError):
-  """A run's loss became non-finite (the message names the runs and the last good step)."""
+  """Runs whose loss or parameters became non-finite (the message names them and where).
+
+  Raised at the end of a sweep whose other runs finished (the report is written first:
+  `report` is its path), or as soon as every run has diverged.
+  """
+  exit_code = EXIT_DIVERGED
+
+  def __init__(self, message: str, report: str | None = None):
+    super().__init__(message)
+    self.report = report
+
+
+class StoppedBySignal(JaxdiffError):
+  """SIGTERM/SIGINT: the sweep checkpointed at the current step; rerunning resumes it."""
+  exit_code = EXIT_STOPPED
+
+
+@jax.jit
+def _finite_runs(state):
+  """Per run (leading axis): (training loss finite, every float of the state finite)."""
+  def per_run(x):
+    return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+  leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.isfinite(state.loss_sum), functools.reduce(jnp.logical_and, map(per_run, leaves))
+
+
+@jax.jit
+def _copy_state(state):
+  return jax.tree.map(jnp.copy, state)
+
+
+@jax.jit
+def _keep_runs(mask, frozen, state):
+  """`frozen`'s value for the runs where mask is True, `state`'s for the others."""
+  return jax.tree.map(
+      lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), frozen, state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,8 +463,17 @@ class Sweep:
     jax.config.update("jax_threefry_partitionable", True)
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
-    self.resumed = checkpointing.claim_workdir(workdir, config.to_dict(), write=self.is_main)
+    # The lock first (nothing is written before it); config.json only once the checks
+    # that need the data have passed, so a refused config leaves the workdir unclaimed.
+    self.claim = workdir_lib.claim(workdir, config.to_dict(), is_main=self.is_main)
+    self.resumed = self.claim.resumed
+    try:
+      self._setup(config, workdir, devices)
+    except BaseException:
+      self.claim.release()
+      raise
 
+  def _setup(self, config, workdir, devices):
     self.table = table = runs_lib.build_run_table(config)
     self.mesh = mesh = sharding.make_mesh(config.train.data_parallel, devices)
     self.strategy = sharding.resolve_strategy(config.train.models_axis,
@@ -431,6 +483,7 @@ class Sweep:
         config.data, max_pool=_max_pool(config, table), reference=_reference_size(config))
     input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
     validation.validate_against_data(config, table, dataset, mesh)
+    self.claim.record_config()
 
     self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
     self.model = model = models.get_model(config.model, config.diffusion.num_steps)
@@ -484,62 +537,108 @@ class Sweep:
     host = _run_inputs(table, self.dataset, self.config, self.num_padded)
     return sharding.global_tree(host, sharding.models_sharding(self.mesh))
 
-  def write_run_table(self) -> None:
+  def write_run_table(self, diverged: dict | None = None) -> None:
     config, table = self.config, self.table
     records = table.records(width=config.model.width, model=config.model.name,
                             dataset=config.data.dataset, num_params=self.num_params)
     for rec, r in zip(records, table.runs):
       rec["batch_size"] = runs_lib.effective_batch(r.n, config.train.batch_size,
                                                    config.train.batch_policy)
+      rec["diverged"] = (diverged or {}).get(r.run)  # None, or {step, frozen_at, reason}
     fileio.atomic_write_json(os.path.join(self.workdir, "runs.json"), records)
 
   def run(self, stop_at_step: int | None = None) -> str | None:
     """Trains and evaluates until train.num_steps (or stop_at_step), resuming if possible.
 
+    The workdir's lock is released when it returns (a Sweep runs once).
+
     Returns:
       The path of report.md when a report was written, else None.
+
+    Raises:
+      StoppedBySignal: SIGTERM/SIGINT; the state of the current step is checkpointed.
+      TrainingDiverged: some runs diverged (after the others finished and the report was
+        written), or all of them did.
+      DiskFullError: the disk filled up; everything written before is intact.
     """
+    try:
+      return self._run(stop_at_step)
+    finally:
+      self.claim.release()
+
+  def _from_main(self, *flags: bool) -> tuple[bool, ...]:
+    """Process 0's decisions, taken by every process (they must run the same programs)."""
+    return sharding.any_process(*[bool(f) and self.is_main for f in flags])
+
+  def _run(self, stop_at_step):
     config, table, programs, workdir = self.config, self.table, self.programs, self.workdir
     is_main = self.is_main
     inputs, pool, test, qparams = self.inputs, self.pool, self.test, self.qparams
-    if is_main:
-      self.write_run_table()
-
-    ckpt = checkpointing.Checkpointer(workdir, config.train.max_checkpoints)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    done_steps = {row["step"] for row in fileio.read_jsonl(metrics_path)}
-    latest = ckpt.latest_step()
-    wall_time = 0.0
-    if latest is not None:
-      state, record = ckpt.restore(programs.abstract_state(inputs), latest)
-      wall_time = float(record.get("wall_time", 0.0))
-      step = latest
-      if is_main:
-        _say(f"resumed {workdir} at step {step}")
-    else:
-      if self.resumed and done_steps and is_main:
-        _say(f"{workdir} has metrics but no checkpoint: restarting from step 0")
-      state = programs.init(inputs)
-      step = 0
-
     num_steps = config.train.num_steps
     final = num_steps if stop_at_step is None else min(num_steps, stop_at_step)
     steps_to_eval = eval_times.evaluation_steps(config.eval, num_steps)
-    writer = _Writer(workdir, table, config, self.quality_kind, self.quality,
-                     self.num_params, is_main, _grid_runs(table, config.eval.grid_runs))
 
-    def run_evaluation(state, step):
+    ckpt = checkpointing.Checkpointer(workdir, config.train.max_checkpoints, is_main=is_main)
+    metrics = _Metrics(os.path.join(workdir, "metrics.jsonl"), table, is_main)
+    abstract = programs.abstract_state(inputs)
+    wall_time = 0.0
+    diverged: dict[int, dict] = {}
+    restored = ckpt.restore_latest(abstract, self.mesh, say=_say if is_main else logging.info)
+    if restored is not None:
+      state, record, step = restored
+      wall_time = float(record.get("wall_time", 0.0))
+      diverged = {int(k): v for k, v in (record.get("diverged") or {}).items()}
+      if is_main:
+        _say(f"resumed {workdir} at step {step}")
+    else:
+      if self.resumed and metrics.keys and is_main:
+        _say(f"{workdir} has metrics but no checkpoint: restarting from step 0 (rows "
+             "already written are not written again)")
+      state = programs.init(inputs)
+      step = 0
+    if is_main:
+      self.write_run_table(diverged)
+
+    writer = _Writer(workdir, table, config, self.quality_kind, self.quality,
+                     self.num_params, is_main, _grid_runs(table, config.eval.grid_runs),
+                     metrics)
+
+    def run_evaluation(state, step, diverged):
       t0 = time.time()
       outs = sharding.fetch(programs.evaluate(state, inputs, pool, test, qparams,
                                               jnp.asarray(step, jnp.int32)))
       losses = sharding.fetch((state.loss_sum, state.loss_count))
-      writer.evaluation(step, outs, losses, wall_time + (time.time() - t0))
+      writer.evaluation(step, outs, losses, wall_time + (time.time() - t0), diverged)
       return time.time() - t0
 
-    # An evaluation step restored from a checkpoint whose rows were never written.
-    if step in steps_to_eval and step not in done_steps and step > 0:
-      wall_time += run_evaluation(state, step)
-      writer.commit(step)
+    def record():
+      return {"wall_time": wall_time, "diverged": {str(k): v for k, v in diverged.items()}}
+
+    # Evaluation steps up to the restored one whose rows are not all present and whole
+    # (a crash between checkpoint and rows, a damaged line moved aside, a stop by a
+    # signal before the evaluation): recomputed from that step's checkpoint, else missing.
+    earlier = [s for s in steps_to_eval if 0 < s <= step]
+    redo = self._from_main(*[not metrics.complete(s) for s in earlier])
+    kept = set(ckpt.all_steps())
+    for s, needed in zip(earlier, redo):
+      if not needed:
+        continue
+      if s == step:
+        wall_time += run_evaluation(state, s, diverged)
+        writer.commit(s)
+      elif s in kept:
+        old_state, old_record = ckpt.restore_padded(abstract, s, self.mesh)
+        old_diverged = {int(k): v for k, v in (old_record.get("diverged") or {}).items()}
+        if is_main:
+          _say(f"step {s}: recomputing the rows of runs {metrics.missing(s)} from its "
+               "checkpoint")
+        run_evaluation(old_state, s, old_diverged)
+        writer.commit(s)
+        del old_state
+      elif is_main:
+        _say(f"step {s}: the rows of runs {metrics.missing(s)} are missing from "
+             f"{metrics.path} and cannot be recomputed (no checkpoint of step {s} is kept); "
+             "the report lists them as missing")
     if step in steps_to_eval:
       state = programs.reset_losses(state)
 
@@ -547,59 +646,92 @@ class Sweep:
     bar = tqdm(total=num_steps, initial=step, unit="step", disable=not is_main,
                dynamic_ncols=True, desc=f"{table.num_runs} runs")
     last_save = time.time()
+    padded = self.num_padded
     try:
       with _StopFlag() as stop:
         while step < final:
+          if len(diverged) == table.num_runs:
+            break
           target = min([s for s in steps_to_eval if s > step] + [final])
           target = min(target, step + config.train.steps_per_dispatch)
           t0 = time.time()
+          # The state before the chunk (the chunk donates its input): a run that diverges
+          # in this chunk is frozen at it.
+          before = _copy_state(state)
           new_state = programs.chunk(state, inputs, pool,
                                      jnp.asarray(target - step, jnp.int32))
-          loss_sum = sharding.fetch(new_state.loss_sum)[:table.num_runs]
+          loss_ok, all_ok = sharding.fetch(_finite_runs(new_state))
           dt = time.time() - t0
-          bad = [r for r in table.runs if not np.isfinite(loss_sum[r.run])]
-          if bad:
-            names = ", ".join(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g})"
-                              for r in bad)
-            raise TrainingDiverged(
-                f"non-finite training loss between steps {step} and {target} in {names}; "
-                f"the last good checkpoint (step {ckpt.latest_step()}) and metrics are "
-                f"kept in {workdir}; lower optim.lr or drop those runs")
+          for r in table.runs:
+            if r.run in diverged or all_ok[r.run]:
+              continue
+            what = "training loss" if not loss_ok[r.run] else "parameters"
+            diverged[r.run] = dict(
+                step=int(target), frozen_at=int(step),
+                reason=f"non-finite {what} between steps {step} and {target}")
+            if is_main:
+              _say(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g}) diverged: "
+                   f"{diverged[r.run]['reason']}; frozen at step {step}, the other runs go on")
+              self.write_run_table(diverged)
+          if diverged:
+            mask = np.zeros((padded,), bool)
+            mask[list(diverged)] = True
+            mask[table.num_runs:] = (table.num_runs - 1) in diverged  # mirrors of the last
+            mask = sharding.global_array(mask, sharding.replicated(self.mesh))
+            new_state = _keep_runs(mask, before, new_state)
+          del before
           state = new_state
           wall_time += dt
           bar.update(target - step)
           bar.set_postfix({"model-steps/s": f"{table.num_runs * (target - step) / dt:.3g}",
                            **writer.postfix()}, refresh=False)
           step = target
-          if step in steps_to_eval:
-            wall_time += run_evaluation(state, step)
-            ckpt.save(step, state, {"wall_time": wall_time})
-            writer.commit(step)
-            state = programs.reset_losses(state)
-            last_save = time.time()
           # Every process must take the same decisions (a checkpoint is written by all):
           # a signal or an overdue checkpoint clock on any process counts for all.
           signalled, overdue = sharding.any_process(
               stop.signal is not None,
               time.time() - last_save > config.train.checkpoint_every_secs)
-          if signalled or step == final or overdue:
-            ckpt.save(step, state, {"wall_time": wall_time})  # no-op if saved above
+          if step in steps_to_eval:
+            # A stop does not wait for an evaluation: the checkpoint of this step (losses
+            # not yet reset) is evaluated on resume.
+            (due,) = self._from_main(not metrics.complete(step))
+            if due and not signalled:
+              wall_time += run_evaluation(state, step, diverged)
+            ckpt.save(step, state, record())
+            if not signalled:
+              if due:
+                writer.commit(step)
+              state = programs.reset_losses(state)
+            last_save = time.time()
+          if signalled or step == final or overdue or len(diverged) == table.num_runs:
+            ckpt.save(step, state, record())  # no-op if saved above
             last_save = time.time()
           if signalled:
-            if is_main:
-              by = f"signal {stop.signal}" if stop.signal else "a signal to another process"
-              _say(f"stopped at step {step} by {by}; rerun the same "
-                   "command to resume")
-            return None
+            by = f"signal {stop.signal}" if stop.signal else "a signal to another process"
+            raise StoppedBySignal(f"stopped at step {step} by {by}, checkpointed in "
+                                  f"{workdir}; rerun the same command to resume")
     finally:
       bar.close()
       ckpt.close()
       writer.close()
 
+    names = ", ".join(
+        f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g}) at step {diverged[r.run]['step']}"
+        f" ({diverged[r.run]['reason']})" for r in table.runs if r.run in diverged)
+    if len(diverged) == table.num_runs:
+      raise TrainingDiverged(
+          f"every run diverged: {names}; each is frozen at its last finite state in "
+          f"{workdir} (runs.json says where); lower optim.lr in a new --workdir")
+    path = None
     if step >= num_steps and config.report.auto and is_main:
       from jaxdiff import report
-      return report.write_report([workdir])
-    return None
+      path = report.write_report([workdir])
+    if diverged:
+      raise TrainingDiverged(
+          f"{len(diverged)} of {table.num_runs} runs diverged and were frozen at their last "
+          f"finite state: {names}; the other runs trained to step {step}; the diverged runs "
+          "are marked in runs.json and metrics.jsonl and listed in the report", report=path)
+    return path
 
 
 def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
@@ -632,16 +764,61 @@ def summary_line(rows: list[dict]) -> str:
   return " | ".join(parts)
 
 
+class _Metrics:
+  """Which (step, run) rows metrics.jsonl holds, whole; damaged lines moved aside.
+
+  Read on process 0 when a sweep starts. A line that does not parse (cut by a crash or a
+  full disk, or damaged), lacks its step/run, or repeats a (step, run) already present, is
+  moved to metrics.damaged.jsonl beside it (named in the output). An evaluation step is
+  complete when every run of the table has its row.
+  """
+
+  ASIDE = "metrics.damaged.jsonl"
+
+  def __init__(self, path: str, table, is_main: bool):
+    self.path, self.table = path, table
+    self.keys: set[tuple[int, int]] = set()
+    if is_main:
+      self._load()
+
+  def _load(self) -> None:
+    valid = lambda r: (isinstance(r, dict) and isinstance(r.get("step"), int)
+                       and isinstance(r.get("run"), int))
+    rows, damaged = fileio.scan_jsonl(self.path, valid)
+    aside = [n for n, _ in damaged]
+    for n, row in rows:
+      key = (row["step"], row["run"])
+      if key in self.keys:
+        aside.append(n)  # a second copy (written by an older jaxdiff)
+      else:
+        self.keys.add(key)
+    if aside:
+      to = os.path.join(os.path.dirname(self.path), self.ASIDE)
+      fileio.set_aside_lines(self.path, aside, to)
+      _say(f"{self.path}: moved {len(aside)} damaged or repeated line(s) "
+           f"(line {', '.join(map(str, sorted(aside)))}) to {to}; their rows are recomputed "
+           "where a checkpoint of their step is kept")
+
+  def complete(self, step: int) -> bool:
+    return all((step, r.run) in self.keys for r in self.table.runs)
+
+  def missing(self, step: int) -> list[int]:
+    return [r.run for r in self.table.runs if (step, r.run) not in self.keys]
+
+
 class _Writer:
   """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
 
   Rows of an evaluation step are buffered by `evaluation` and appended by `commit` (after
   the checkpoint of that step is on disk), so a crash never leaves rows that the next
-  resume would write again.
+  resume would write again; `commit` appends only the (step, run) rows not yet present, so
+  no row is written twice whatever checkpoint a sweep resumes from. A diverged run's row
+  has `diverged` = {step, frozen_at, reason} and no metric values.
   """
 
   def __init__(self, workdir, table, config, quality_kind, quality, num_params, is_main,
-               grid_runs):
+               grid_runs, metrics: _Metrics):
+    self.metrics = metrics
     self.workdir, self.table, self.config = workdir, table, config
     self.quality_kind, self.quality = quality_kind, quality
     self.num_params, self.is_main, self.grid_runs = num_params, is_main, grid_runs
@@ -664,13 +841,32 @@ class _Writer:
                                       np.asarray(outs["q_sigma"][r], np.float64))
     return float(mean), float(std), self.quality.name, self.quality.label
 
-  def evaluation(self, step, outs, losses, wall_time):
+  def _diverged_row(self, step, r, info, wall_time):
+    cfg = self.config
+    q_name = {"gmm": "gmm_kl"}.get(self.quality_kind, self.quality.name if self.quality
+                                   is not None else self.quality_kind)
+    row = dict(
+        step=int(step), run=r.run, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
+        width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
+        model=cfg.model.name, loss=None, train_loss=None, train_loss_std=None,
+        test_loss=None, test_loss_std=None, k=float(cfg.eval.k), f_mem=None, f_mem_lo=None,
+        f_mem_hi=None, f_mem_extra={str(round(float(k), 4)): None for k in cfg.eval.k_extra},
+        ratio_median=None, num_samples=cfg.eval.num_samples, quality=None, quality_std=None,
+        quality_name=q_name, quality_label=None, wall_time=float(wall_time),
+        diverged=dict(info))
+    return row
+
+  def evaluation(self, step, outs, losses, wall_time, diverged=None):
     loss_sum, loss_count = losses
     cfg = self.config
     extra_ks = [float(k) for k in cfg.eval.k_extra]
+    diverged = diverged or {}
     rows = []
     for r in self.table.runs:
       i = r.run
+      if i in diverged:  # frozen: its metrics (a FID of overflowing samples) are skipped
+        rows.append(self._diverged_row(step, r, diverged[i], wall_time))
+        continue
       q, q_std, q_name, q_label = self._quality(outs, i)
       row = dict(
           step=int(step), run=i, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
@@ -692,7 +888,9 @@ class _Writer:
       rows.append(row)
     self.pending = rows
     for row in rows:
-      self.latest[row["run"]] = row
+      if row.get("diverged") is None:
+        self.latest[row["run"]] = row
+    rows = [row for row in rows if row.get("diverged") is None]
     if not self.is_main:
       return
     if self.tb is not None:
@@ -702,11 +900,12 @@ class _Writer:
           if row.get(name) is not None:
             self.tb.add_scalar(f"{name}/{tag}", row[name], step)
       self.tb.flush()
-    _say(f"step {step}: " + summary_line(rows))
-    if self.grid_runs and self.table.num_runs and cfg.eval.grid_samples > 0 and (
+    if rows:
+      _say(f"step {step}: " + summary_line(rows))
+    ids = [i for i in self.grid_runs if i not in diverged]
+    if ids and self.table.num_runs and cfg.eval.grid_samples > 0 and (
         outs["grid_samples"].ndim == 5):
       from jaxdiff.metrics import grids
-      ids = self.grid_runs
       runs = {r.run: r for r in self.table.runs}
       grids.save_sample_grid(
           os.path.join(self.workdir, "samples", f"step_{step:09d}.png"),
@@ -717,8 +916,10 @@ class _Writer:
                                {"step": step, "runs": ids})
 
   def commit(self, step):
-    if self.is_main and self.pending:
-      fileio.append_jsonl(os.path.join(self.workdir, "metrics.jsonl"), self.pending)
+    new = [r for r in self.pending if (r["step"], r["run"]) not in self.metrics.keys]
+    if self.is_main and new:
+      fileio.append_jsonl(self.metrics.path, new)
+      self.metrics.keys.update((r["step"], r["run"]) for r in new)
     self.pending = []
 
   def postfix(self) -> dict:

@@ -1,5 +1,6 @@
 """Start-up checks of a diffusion-sweep config: each bad value is one ConfigError that names
-the key, the value and what is allowed, before anything is loaded or compiled.
+the key, the value and what is allowed, before anything is loaded or compiled. Numbers
+must be finite everywhere (a config file's 1e309 is a float infinity).
 
 `validate_sweep` needs only the config; `validate_against_data` runs once the dataset and
 the mesh are known (image sizes, labels, batch splits).
@@ -7,6 +8,7 @@ the mesh are known (image sizes, labels, batch splits).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from jaxdiff import diffusion
@@ -23,7 +25,8 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+  """A finite real number (not a bool; NaN and +-inf are refused)."""
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:
@@ -111,7 +114,7 @@ def validate_sweep(config) -> None:
   _choice("optim.name", o.name, train_state.OPTIMIZERS)
   lrs = tuple(o.lr)
   _require(len(lrs) > 0 and all(_is_num(v) and v > 0 for v in lrs), "optim.lr", lrs,
-           "a non-empty tuple of positive learning rates")
+           "a non-empty tuple of positive learning rates (finite numbers)")
   _require(len(set(lrs)) == len(lrs), "optim.lr", lrs, "distinct learning rates")
   _require(_is_num(o.momentum) and 0 <= o.momentum < 1, "optim.momentum", o.momentum,
            "a number in [0, 1)")

@@ -9,8 +9,11 @@
 #
 # Submit from the repository root (config paths are relative to it); the workdir must be
 # on a filesystem every node sees. Ten minutes before the time limit the job asks jaxdiff
-# to stop (SIGTERM: it checkpoints after the current dispatch), then requeues itself; the
-# requeued job, like rerunning the same sbatch command, resumes from the workdir.
+# to stop (SIGTERM: it checkpoints after the current dispatch and exits 75, "stopped,
+# rerun to resume"), then requeues itself; the requeued job, like rerunning the same
+# sbatch command, resumes from the workdir. A job preempted by the cluster gets the same
+# SIGTERM and exit code. The script exits with jaxdiff's code (0 finished, 2 a user
+# mistake, 3 some runs diverged, 75 stopped).
 #
 # Environment: JAXDIFF_PYTHON (default: python), JAXDIFF_MODULE (default: jaxdiff.main;
 # jaxdiff.plan checks the layout first), JAXDIFF_INIT_TIMEOUT (seconds to wait for all
@@ -53,7 +56,7 @@ on_time_limit() {
 }
 trap on_time_limit USR1
 
-echo "jaxdiff: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NUM_NODES:-1} node(s): ${cmd[*]}" >&2
+echo "jaxdiff: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NUM_NODES:-1} node(s): $(printf '%q ' "${cmd[@]}")" >&2
 "${cmd[@]}" &
 pid=$!
 code=0
@@ -63,7 +66,7 @@ while true; do
   kill -0 "${pid}" 2>/dev/null || break  # wait was interrupted by the trap: keep waiting
 done
 
-if (( requeue )) && (( code == 0 )); then
+if (( requeue )) && (( code == 75 )); then
   echo "jaxdiff: checkpointed; requeueing job ${SLURM_JOB_ID} (it resumes from the workdir)" >&2
   scontrol requeue "${SLURM_JOB_ID}"
 fi

@@ -88,6 +88,11 @@ if [[ -z "${version}" ]]; then
 fi
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+# Every operator value that goes into a shell command on the workers is quoted for that
+# shell (a value with spaces or `;` stays one word, never a command).
+q() { printf '%q' "$1"; }
+qpython="$(q "${python}")" qvenv="$(q "${python}-venv")" qbucket="$(q "${bucket}")"
+qtfds="$(q "${tfds}")" qmodule="$(q "${module}")"
 where=(--zone="${zone}")
 [[ -n "${project}" ]] && where+=(--project="${project}")
 
@@ -129,9 +134,9 @@ if (( ! skip_setup )); then
   # jaxdiff needs Python >= 3.11; the TPU images are Ubuntu 22.04 (Python 3.10): a 3.11
   # virtual environment in ~/jaxdiff-venv.
   on_workers all "mkdir -p ~/jaxdiff && tar xzf ~/jaxdiff.tgz -C ~/jaxdiff && \
-{ command -v ${python} >/dev/null || { sudo apt-get update -qq && \
-sudo apt-get install -y -qq ${python} ${python}-venv; }; } && \
-{ [ -x ~/jaxdiff-venv/bin/python ] || ${python} -m venv ~/jaxdiff-venv; } && \
+{ command -v ${qpython} >/dev/null || { sudo apt-get update -qq && \
+sudo apt-get install -y -qq ${qpython} ${qvenv}; }; } && \
+{ [ -x ~/jaxdiff-venv/bin/python ] || ${qpython} -m venv ~/jaxdiff-venv; } && \
 ~/jaxdiff-venv/bin/pip install -q -U pip 'jax[tpu]' && \
 ~/jaxdiff-venv/bin/pip install -q -e ~/jaxdiff tensorflow-datasets importlib_resources"
 
@@ -143,10 +148,10 @@ echo 'deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.clou
 curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null && \
 sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; } && \
 sudo mkdir -p /mnt/jaxdiff && sudo chown \$(id -u):\$(id -g) /mnt/jaxdiff && \
-{ mountpoint -q /mnt/jaxdiff || gcsfuse --implicit-dirs --rename-dir-limit=1000000 ${bucket} /mnt/jaxdiff; }"
+{ mountpoint -q /mnt/jaxdiff || gcsfuse --implicit-dirs --rename-dir-limit=1000000 ${qbucket} /mnt/jaxdiff; }"
   fi
   if [[ -n "${tfds}" ]]; then
-    on_workers all "mkdir -p ~/tensorflow_datasets && gcloud storage rsync -r ${tfds} ~/tensorflow_datasets"
+    on_workers all "mkdir -p ~/tensorflow_datasets && gcloud storage rsync -r ${qtfds} ~/tensorflow_datasets"
   fi
 fi
 
@@ -154,7 +159,7 @@ fi
 distributed="on"
 [[ "${worker}" != "all" ]] && distributed="off"
 quoted="$(printf '%q ' "${args[@]}")"
-command="cd ~/jaxdiff && JAXDIFF_DISTRIBUTED=${distributed} ~/jaxdiff-venv/bin/python -m ${module} ${quoted% }"
+command="cd ~/jaxdiff && JAXDIFF_DISTRIBUTED=${distributed} ~/jaxdiff-venv/bin/python -m ${qmodule} ${quoted% }"
 if (( detach )); then
   command="nohup bash -c $(printf '%q' "${command}") >> ~/jaxdiff.log 2>&1 < /dev/null &"
 fi

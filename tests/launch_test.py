@@ -186,3 +186,42 @@ def test_slurm_accepts_the_script():
   result = subprocess.run(["sbatch", "--test-only", "launch/slurm_gpu.sh", "--config=x"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr
+
+
+def _shell_words(command):
+  """The words and operators a POSIX shell sees in `command` (`;`, `&&` split off)."""
+  lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+  lexer.whitespace_split = True
+  return list(lexer)
+
+
+def test_operator_values_reach_the_workers_quoted():
+  """A value with `; id` stays one word of the workers' shell commands, never a command."""
+  evil = {"--python": "python3.11; id", "--bucket": "bk; id", "--tfds": "gs://b/t; id",
+          "--module": "jaxdiff.main; id"}
+  result = subprocess.run(
+      ["bash", "launch/tpu_pod.sh", "--name=jd", "--zone=z", "--type=v4-32", "--dry_run",
+       *[f"{k}={v}" for k, v in evil.items()], "--",
+       "--config=configs/celeba.py", "--workdir=/mnt/jaxdiff/a; id"],
+      cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  remote = [shlex.split(l)[-1].removeprefix("--command=")
+            for l in result.stdout.strip().splitlines() if " ssh " in l]
+  assert len(remote) == 4  # install, bucket, tfds, the command
+  seen = set()
+  for command in remote:
+    words = _shell_words(command)
+    # `id` never runs as a command after a `;` (the script's own `$(id -u)` is fine).
+    assert not [i for i, w in enumerate(words) if w == "id" and words[i - 1] == ";"], command
+    seen.update(w for w in words if w.endswith("; id"))
+  assert {"python3.11; id", "bk; id", "gs://b/t; id", "jaxdiff.main; id",
+          "--workdir=/mnt/jaxdiff/a; id"} <= seen
+
+  env = dict(os.environ, JAXDIFF_DRY_RUN="1", SLURM_SUBMIT_DIR=ROOT,
+             JAXDIFF_PYTHON="python; id", JAXDIFF_MODULE="jaxdiff.main; id")
+  result = subprocess.run(["bash", "launch/slurm_gpu.sh", "--workdir=/x; id"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  words = _shell_words(result.stdout)
+  assert not [i for i, w in enumerate(words) if w == "id" and words[i - 1] == ";"]
+  assert {"python; id", "jaxdiff.main; id", "--workdir=/x; id"} <= set(words)

@@ -7,6 +7,7 @@ sharing the session's persistent compilation cache so that identical programs co
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,26 @@ def test_user_mistakes_end_with_one_line(tmp_path, args, expected):
   args = [a.replace("{empty}", str(empty)) for a in args]
   result = run("--config=configs/test.py", f"--workdir={tmp_path / 'wd'}", *args)
   assert expected in one_error_line(result)
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("def get_config():\n  raise ValueError('no such preset')\n",
+     r"bad.py, line 2 \(raise ValueError\('no such preset'\)\): ValueError: no such preset"),
+    ("def get_config(:\n  pass\n", r"bad.py, line 1: SyntaxError"),
+    ("from configs import test\ndef get_config():\n  c = test.get_config()\n"
+     "  c.optim.lr = (1e309,)\n  return c\n", r"optim.lr = \(inf,\): expected .*finite"),
+])
+def test_bad_config_files_end_with_their_own_line(tmp_path, body, expected):
+  (tmp_path / "bad.py").write_text(body)
+  line = one_error_line(run(f"--config={tmp_path / 'bad.py'}", f"--workdir={tmp_path / 'wd'}"))
+  assert re.search(expected, line), line
+  assert not os.path.exists(tmp_path / "wd" / "config.json")
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  (tmp_path / "f").write_text("x")
+  line = one_error_line(run("--config=configs/test.py", f"--workdir={tmp_path / 'f'}"))
+  assert "is a file, not a directory" in line
 
 
 def test_missing_flags(tmp_path):

@@ -49,6 +49,14 @@ BAD = [
     ("train.models_axis", "pmap", r"train.models_axis = 'pmap': expected one of"),
     ("train.models_group", -1, r"train.models_group = -1: expected an integer >= 0"),
     ("experiment", "gan", r"experiment = 'gan'"),
+    # Non-finite numbers (a config file's 1e309 is inf) are refused wherever numbers are.
+    ("optim.lr", (1e309,), r"optim.lr = \(inf,\): expected .*\(finite numbers\)"),
+    ("optim.lr", (float("nan"),), r"optim.lr = \(nan,\)"),
+    ("optim.eps", float("inf"), r"optim.eps = inf: expected a positive number"),
+    ("eval.loss_t", float("nan"), r"eval.loss_t = nan"),
+    ("train.checkpoint_every_secs", float("inf"), r"train.checkpoint_every_secs = inf"),
+    ("eval.ddim_eta", float("inf"), r"eval.ddim_eta = inf"),
+    ("report.tau_gen_tol", float("inf"), r"report.tau_gen_tol = inf"),
 ]
 
 
