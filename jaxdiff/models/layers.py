@@ -56,6 +56,23 @@ SAVE_NAME = "contraction"
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
+# ----------------------------------------------------------------------------- dtypes
+
+
+def float32_twin(module):
+  """The same network (same parameters) computing in float32.
+
+  Training may compute in bfloat16 (model.dtype; parameters and optimizer state stay
+  float32); the evaluation runs the network through this twin, so that the sampler, the
+  memorization fraction, the quality features and the fixed-t losses are float32 numbers
+  of the float32 parameters, whatever the training's compute dtype.
+  """
+  dtype = getattr(module, "dtype", None)
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return module
+  return module.clone(dtype="float32" if isinstance(dtype, str) else jnp.float32)
+
+
 # ----------------------------------------------------------------------------- init
 
 
