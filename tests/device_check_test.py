@@ -25,13 +25,13 @@ def test_device_check_smoke(tmp_path):
   assert "skipped" in result["pytest"]  # the gpu tests, skipped on a CPU
   rows = result["throughput"]
   assert {(r["dtype"], r["models_axis"]) for r in rows} == {
-      (d, a) for d in ("float32", "bfloat16") for a in ("vmap", "unroll")}
+      ("float32", a) for a in ("vmap", "unroll")}  # bfloat16: GPU only (slow XLA:CPU compile)
   for r in rows:
     assert "error" not in r and "skipped" not in r, r
     assert r["model_steps_per_s"] > 0 and r["compile_s"] > 0 and r["flops_per_model_step"] > 0
   memory = result["memory"]
-  assert [(r["remat"], r["dtype"]) for r in memory] == [
-      ("none", "float32"), ("convs", "float32"), ("full", "bfloat16")]
+  assert [(r["remat"], r["dtype"]) for r in memory] == [("none", "float32"),
+                                                         ("convs", "float32")]
   for r in memory:
     assert "error" not in r, r
     assert r["estimate"] > r["resident"] > 0 and r["step_s"] > 0

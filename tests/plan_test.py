@@ -136,7 +136,7 @@ def test_accelerator_table_names_the_chips_and_their_sources():
 
 def test_step_bound_is_the_larger_of_compute_and_memory_time():
   h100 = plan.accelerator_named("NVIDIA H100 80GB HBM3")
-  compute_bound = plan.StepCost(flops=1.74e12, bytes_accessed=1.4e11, temporaries=0,
+  compute_bound = plan.StepCost(flops=1.74e12, bytes_accessed=1e9, temporaries=0,
                                 dtype="bfloat16", platform="gpu")
   seconds, which = compute_bound.bound_s(h100)
   assert which == "compute" and seconds == pytest.approx(1.74e12 / 989e12)
