@@ -452,7 +452,11 @@ class Plan:
       out.append(f"    {o.remat:11s} {o.dtype:11s} {human(o.saved_per_run):>10s} "
                  f"{human(o.per_run):>10s} {human(o.all_at_once):>12s} {fits}")
     targets = [(a.name, a.memory_gb * 1e9) for a in cards]
-    targets.append((f"this device ({human(self.capacity)})", self.capacity))
+    if self.platform != "cpu":
+      targets.append((f"this device ({human(self.capacity)})", self.capacity))
+    else:
+      out.append("    (this CPU: XLA:CPU realises neither remat's nor bfloat16's savings, "
+                 "see memory_options; here train.models_group bounds the memory)")
     for name, cap in targets:
       o = _fit_choice(self.options, cap)
       if o is None:
