@@ -516,6 +516,12 @@ class Plan:
       if self.table.batch % (2 * c.train.data_parallel) == 0:
         hints.append(f"train.data_parallel={2 * c.train.data_parallel} (splits each run's "
                      f"batch of {self.table.batch} over devices)")
+    if self.options and self.platform != "cpu":
+      o = _fit_choice(self.options, self.capacity)
+      if o is not None and (o.remat, o.dtype) != (c.model.remat, c.model.dtype):
+        hints.append(f"model.remat={o.remat} model.dtype={o.dtype} with "
+                     "train.models_group=0 (all runs at once, ~"
+                     f"{human(o.all_at_once)}: see the memory options)")
     if not hints:
       hints.append("devices with more memory")
     return (f"does not fit: the resident state and data ({human(self.resident['total'])}) "
