@@ -51,7 +51,7 @@ FULL = dict(width=32, image_size=32, batches=(512, 128), runs=(1, 2, 4, 8, 9),
 SMOKE = dict(width=8, image_size=8, batches=(8,), runs=(2,), axes=("vmap", "unroll"),
              dtypes=("float32",), steps=2, repeats=1, groups=(1,),
              num_samples=64, n_train=256, inception_batch=2, inception_images=2,
-             budget={"throughput": 600, "memory": 600, "metrics": 600})
+             budget={"throughput": 1e9, "memory": 1e9, "metrics": 1e9})  # every path runs
 
 
 class Budget:
