@@ -233,11 +233,14 @@ def memory_one(size_name: str, group: int, remat: str, dtype: str) -> dict:
 
 def memory(size: dict, budget: Budget, log) -> list[dict]:
   size_name = "smoke" if size is SMOKE else "full"
-  layouts = [(g, "none", "float32") for g in size["groups"]]
-  group_all = size["groups"][-1]
-  layouts += [(group_all, "convs", "float32")]
+  # Most informative first (the budget may stop the list): the default layout, the
+  # remat layout plan recommends for all runs at once, then the other groups.
+  groups = size["groups"]
+  group_all = groups[-1]
+  layouts = [(groups[0], "none", "float32"), (group_all, "convs", "float32")]
   if "bfloat16" in size["dtypes"]:
-    layouts += [(group_all, "full", "bfloat16")]
+    layouts.append((group_all, "full", "bfloat16"))
+  layouts += [(g, "none", "float32") for g in groups[1:]]
   rows = []
   for group, remat, dtype in layouts:
     if budget.left() <= 5:
