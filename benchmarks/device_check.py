@@ -148,6 +148,7 @@ def throughput(size: dict, budget: Budget, log) -> list[dict]:
           if budget.left() <= 0:
             row["skipped"] = "time budget"
             rows.append(row)
+            log(f"throughput {row}")
             continue
           try:
             programs, inputs, pool, *_ = tt.build(config, m, size["image_size"], mesh, axis)
