@@ -83,7 +83,7 @@ echo "gpu tests (exit $PYTEST_RC): $SUMMARY"
 
 # 3 before 2 in time, reported together: conv_models_axis under a timeout.
 if [[ ${#SMOKE[@]} -gt 0 ]]; then
-  CONV_ARGS=(--k 2 --widths 8 --image_size 8 --batch 2 --reps 1 --modes unroll)
+  CONV_ARGS=(--k 2 --widths 8 --image_size 8 --batch 2 --reps 1 --modes vmap:unroll)
   CONV_TIMEOUT=300
 else
   CONV_ARGS=(--k 8 --widths 32 --image_size 32 --batch 128 --reps 3)
@@ -95,6 +95,7 @@ timeout "$CONV_TIMEOUT" python benchmarks/conv_models_axis.py "${CONV_ARGS[@]}" 
 CONV_RC=$?
 set -e
 [[ $CONV_RC -eq 124 ]] && echo "(stopped after ${CONV_TIMEOUT} s)" >> "$OUT/conv_models_axis.txt"
+echo "conv_models_axis.py (exit $CONV_RC): $(tail -n 1 "$OUT/conv_models_axis.txt")"
 
 # 2. Everything else, in one process (its sections keep to their time budgets).
 python benchmarks/device_check.py --out "$OUT" "${SMOKE[@]}" \
