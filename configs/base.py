@@ -83,8 +83,14 @@ def get_config():
   model.num_classes = 0
   # How convolutions run when a models axis is vmapped: native | unroll | im2col.
   model.conv_batching = "native"
-  # Parameter dtype for matmuls/convs ("float32" | "bfloat16" compute).
+  # Compute dtype of the U-Net's convolutions, matmuls and activations ("float32" |
+  # "bfloat16"); parameters, gradients, optimizer state, norms' statistics, the softmax
+  # and the output stay float32, and evaluation always runs the network in float32.
   model.dtype = "float32"
+  # U-Net rematerialisation per ResBlock (jax.checkpoint), trading compute for memory:
+  # none | convs (keep conv/projection outputs, recompute the rest) | full (keep only
+  # block inputs; ~+1/3 FLOPs). `python -m jaxdiff.plan` shows what each one fits.
+  model.remat = "none"
 
   # ---------------------------------------------------------------- diffusion
   config.diffusion = diffusion = ml_collections.ConfigDict()

@@ -12,7 +12,10 @@ Hardware: sized for GPUs (the paper needed ~50 GPU-hours per 2M-step model on 2 
 The runs spread over the devices' 'models' mesh axis; on a device, 2 runs are computed at
 a time (train.models_group = 2): XLA's estimate (`python -m jaxdiff.plan`) is ~21 GiB of
 activations and temporaries per run at batch 512, so all 9 runs at once would need ~190
-GiB. Check memory with `python -m jaxdiff.plan` and raise the group on larger devices; use
+GiB. With `model.remat=convs` (3.5 GiB of saved activations a run instead of 20.3; +3.4%
+FLOPs) plan estimates all 9 at once (`train.models_group=0`) at ~41 GiB, within an 80 GB
+card (not yet measured on one: benchmarks/device_check.sh). Check memory with
+`python -m jaxdiff.plan` and raise the group on larger devices; use
 `launch/` for pods and clusters. `:small` shrinks it for a smoke test (2 values of n, 2,000 steps,
 1,000 samples).
 

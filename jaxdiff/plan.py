@@ -24,7 +24,15 @@ processes on a pod) and prints:
   - the cross-device operations XLA put in each program (runs never communicate: only
     the chunk's all-reduce over 'data' belongs there);
   - model-steps/s from a timed probe of the compiled chunk program (a few steps on
-    zero data with freshly initialised runs; --probe_steps=0 skips it).
+    zero data with freshly initialised runs; --probe_steps=0 skips it);
+  - a roofline (--roofline, on by default): XLA's FLOPs and bytes of one model-step
+    (one run's step compiled alone), per run and per sweep, and the lower bounds
+    max(FLOPs / peak, bytes / bandwidth) of a step and of the sweep on the accelerators of
+    ACCELERATORS, which bound dominates, and, after a probe on one of them, the measured
+    step as a fraction of its bound;
+  - for a U-Net, the memory options: the saved activations per run of every model.remat x
+    model.dtype combination and which one fits all of a device's runs at once on an
+    80 GB and a 141 GB card (and on this device).
 
 A layout whose estimate exceeds FIT_FRACTION of the capacity (XLA's analysis leaves out
 allocator fragmentation and runtime buffers) is refused with one line and exit code 2
@@ -323,6 +331,9 @@ class Plan:
   config: Any
   probe_steps: int = 0
   probe_s: float | None = None
+  step: StepCost | None = None            # one model-step's cost (roofline)
+  options: list | None = None             # MemoryOption per remat x dtype (U-Net sweeps)
+  device_kind: str = ""
 
   @property
   def estimate(self) -> int:
@@ -385,7 +396,76 @@ class Plan:
                  f"{rate:.4g} model-steps/s ({rate / self.num_runs:.4g} steps/s per run); "
                  f"{c.train.num_steps} steps ~ {duration(total)} of training "
                  "(evaluations extra)")
+    out.extend(self.roofline_lines())
+    out.extend(self.option_lines())
     out.append("  fits" if self.fits else "  does not fit")
+    return out
+
+  def measured_fraction(self, acc: Accelerator) -> float | None:
+    """Roofline bound / measured time of a model-step (1 = at the bound), from the probe."""
+    if self.step is None or not self.probe_s:
+      return None
+    measured = self.probe_s / (self.num_runs * self.probe_steps)
+    return self.step.bound_s(acc)[0] / measured
+
+  def roofline_lines(self) -> list[str]:
+    if self.step is None:
+      return []
+    st, c = self.step, self.config
+    total_steps = c.train.num_steps * self.num_runs
+    out = [f"  roofline: one model-step (one run, batch {self.table.batch}, "
+           f"{st.dtype} compute) = {st.flops / 1e12:.3g} TFLOP and "
+           f"{human(st.bytes_accessed)} accessed (XLA cost analysis on "
+           f"{st.platform}: {st.flops / max(st.bytes_accessed, 1):.0f} FLOP/byte); per run "
+           f"({c.train.num_steps} steps) {st.flops * c.train.num_steps:.3g} FLOP, per sweep "
+           f"({self.num_runs} runs) {st.flops * total_steps:.3g} FLOP",
+           f"    {'accelerator':15s} {'peak TFLOP/s':>12s} {'TB/s':>6s} "
+           f"{'step bound':>11s} {'bound by':>8s} {'sweep on 1 chip':>16s}"]
+    here = accelerator_named(self.device_kind) if self.platform != "cpu" else None
+    for acc in ACCELERATORS:
+      bound, which = st.bound_s(acc)
+      peak = acc.bf16_tflops if st.dtype == "bfloat16" else acc.f32_tflops
+      line = (f"    {acc.name:15s} {peak:12.0f} {acc.hbm_tbps:6.2f} "
+              f"{1e3 * bound:9.3g} ms {which:>8s} {duration(bound * total_steps):>16s}")
+      frac = self.measured_fraction(acc) if acc is here else None
+      if frac is not None:
+        line += f"   measured here: {100 * frac:.1f}% of the bound"
+      out.append(line)
+    out.append("    (lower bounds: max(FLOPs / peak, bytes / bandwidth) per model-step x "
+               "model-steps; evaluations extra)")
+    return out
+
+  def option_lines(self) -> list[str]:
+    if not self.options:
+      return []
+    n = self.runs_per_device
+    cards = [a for a in ACCELERATORS if a.name in ("H100 SXM", "H200 SXM")]
+    out = [f"  memory options (all {n} runs of a device at once, batch {self.table.batch}; "
+           "saved activations from autodiff, + XLA's workspace; estimates):",
+           f"    {'model.remat':11s} {'model.dtype':11s} {'saved/run':>10s} "
+           f"{'est./run':>10s} {'all at once':>12s} "
+           + " ".join(f"{a.name + ' ' + format(a.memory_gb, '.0f') + 'GB':>15s}"
+                      for a in cards)]
+    for o in self.options:
+      fits = " ".join(f"{('fits' if o.all_at_once <= FIT_FRACTION * a.memory_gb * 1e9 else '-'):>15s}"
+                      for a in cards)
+      out.append(f"    {o.remat:11s} {o.dtype:11s} {human(o.saved_per_run):>10s} "
+                 f"{human(o.per_run):>10s} {human(o.all_at_once):>12s} {fits}")
+    targets = [(a.name, a.memory_gb * 1e9) for a in cards]
+    if self.platform != "cpu":
+      targets.append((f"this device ({human(self.capacity)})", self.capacity))
+    else:
+      out.append("    (this CPU: XLA:CPU realises neither remat's nor bfloat16's savings, "
+                 "see memory_options; here train.models_group bounds the memory)")
+    for name, cap in targets:
+      o = _fit_choice(self.options, cap)
+      if o is None:
+        out.append(f"    {name}: no combination fits all {n} runs at once; keep "
+                   "train.models_group > 0")
+      else:
+        out.append(f"    {name}: all {n} runs at once fit with --config.model.remat={o.remat}"
+                   f" --config.model.dtype={o.dtype} --config.train.models_group=0 "
+                   f"(~{human(o.all_at_once)})")
     return out
 
   def to_json(self) -> dict:
@@ -400,7 +480,11 @@ class Plan:
         estimate=self.estimate, capacity=self.capacity, capacity_source=self.capacity_source,
         fit_fraction=FIT_FRACTION, fits=self.fits, compile_s=dict(self.compile_s),
         collectives=self.collectives, probe_steps=self.probe_steps, probe_s=self.probe_s,
-        model_steps_per_s=self.model_steps_per_s)
+        model_steps_per_s=self.model_steps_per_s, device_kind=self.device_kind,
+        step=self.step.to_json() if self.step else None,
+        roofline={a.name: dict(zip(("bound_s", "bound_by"), self.step.bound_s(a)))
+                  for a in ACCELERATORS} if self.step else None,
+        options=[o.to_json() for o in self.options] if self.options else None)
 
   def refusal(self) -> str:
     """One line: which program does not fit, by how much, and what to change."""
@@ -432,6 +516,12 @@ class Plan:
       if self.table.batch % (2 * c.train.data_parallel) == 0:
         hints.append(f"train.data_parallel={2 * c.train.data_parallel} (splits each run's "
                      f"batch of {self.table.batch} over devices)")
+    if self.options and self.platform != "cpu":
+      o = _fit_choice(self.options, self.capacity)
+      if o is not None and (o.remat, o.dtype) != (c.model.remat, c.model.dtype):
+        hints.append(f"model.remat={o.remat} model.dtype={o.dtype} with "
+                     "train.models_group=0 (all runs at once, ~"
+                     f"{human(o.all_at_once)}: see the memory options)")
     if not hints:
       hints.append("devices with more memory")
     return (f"does not fit: the resident state and data ({human(self.resident['total'])}) "
@@ -441,8 +531,213 @@ class Plan:
             "change: " + "; or ".join(hints))
 
 
+# ------------------------------------------------------------------------ roofline
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+  """Published per-chip peaks of an accelerator (dense, i.e. without 2:4 sparsity)."""
+  name: str
+  bf16_tflops: float   # bfloat16 inputs, float32 accumulation
+  f32_tflops: float    # what float32 inputs reach at JAX's default matmul/conv precision
+                       # (NVIDIA: TF32 tensor cores; TPU: bfloat16 passes, = bf16 peak)
+  hbm_tbps: float      # memory bandwidth, 1e12 bytes/s
+  memory_gb: float     # memory per chip, 1e9 bytes
+  kinds: tuple[str, ...]  # lower-case substrings of jax's device_kind naming this chip
+  source: str
+
+
+# The one table of accelerator peaks (per chip). Sources: the vendors' datasheets and
+# product pages, read 2025: NVIDIA "H100 Tensor Core GPU" datasheet (SXM5 column: BF16
+# 1,979 and TF32 989 TFLOPS with sparsity, i.e. 989 / 495 dense; 3.35 TB/s; 80 GB);
+# NVIDIA "H200 Tensor Core GPU" datasheet (SXM: same compute, 4.8 TB/s, 141 GB); NVIDIA
+# "A100 Tensor Core GPU" datasheet (SXM 80GB: BF16 312, TF32 156 dense; 2,039 GB/s);
+# NVIDIA "Tesla V100" datasheet (SXM2: no bfloat16, FP16 tensor 125, FP32 15.7; 900 GB/s;
+# the GPU of the users' reports in the issue); Google Cloud TPU documentation, "TPU v4",
+# "TPU v5e" and "TPU v5p" system-architecture pages (per chip: v4 275 TFLOPS bf16, 32 GiB,
+# 1,200 GB/s; v5e 197 TFLOPS, 16 GiB, 819 GB/s; v5p 459 TFLOPS, 95 GiB, 2,765 GB/s).
+ACCELERATORS: tuple[Accelerator, ...] = (
+    Accelerator("H100 SXM", 989.0, 495.0, 3.35, 80.0, ("h100",),
+                "NVIDIA H100 Tensor Core GPU datasheet, SXM5"),
+    Accelerator("H200 SXM", 989.0, 495.0, 4.8, 141.0, ("h200",),
+                "NVIDIA H200 Tensor Core GPU datasheet, SXM"),
+    Accelerator("A100 SXM 80GB", 312.0, 156.0, 2.039, 80.0, ("a100",),
+                "NVIDIA A100 Tensor Core GPU datasheet, SXM 80GB"),
+    Accelerator("V100 SXM2 32GB", 125.0, 15.7, 0.9, 32.0, ("v100",),
+                "NVIDIA Tesla V100 datasheet (no bfloat16: its FP16 tensor peak)"),
+    Accelerator("TPU v4", 275.0, 275.0, 1.2, 34.4, ("tpu v4",),
+                "Google Cloud TPU v4 documentation, per chip"),
+    Accelerator("TPU v5e", 197.0, 197.0, 0.819, 17.2, ("tpu v5 lite", "tpu v5e"),
+                "Google Cloud TPU v5e documentation, per chip"),
+    Accelerator("TPU v5p", 459.0, 459.0, 2.765, 102.0, ("tpu v5p", "tpu v5"),
+                "Google Cloud TPU v5p documentation, per chip"),
+)
+
+
+def accelerator_named(device_kind: str) -> Accelerator | None:
+  """The table's row for a jax `device_kind` ('NVIDIA H100 80GB HBM3', 'TPU v4'), or None."""
+  kind = device_kind.lower()
+  for acc in ACCELERATORS:  # 'tpu v5' last among TPUs: 'tpu v5 lite' is a v5e
+    if any(k in kind for k in acc.kinds):
+      return acc
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """XLA's cost and memory analysis of ONE optimizer step of ONE run (a model-step).
+
+  flops and bytes_accessed come from `compiled.cost_analysis()` of the jitted
+  `train.train_step` at the sweep's batch (the whole batch on one device); bytes are
+  counted after XLA's fusion on the backend that compiled it (`platform`), so a GPU's
+  figure differs from a CPU's (on CPU, the U-Net's bytes per FLOP are a little higher).
+  """
+  flops: float
+  bytes_accessed: float
+  temporaries: int
+  dtype: str
+  platform: str
+
+  def bound_s(self, acc: Accelerator) -> tuple[float, str]:
+    """Roofline lower bound of one model-step on `acc`: max(FLOPs / peak, bytes / BW).
+
+    The peak is the bf16 one for bfloat16 compute, else the float32-input one. Returns
+    (seconds, 'compute' | 'memory': the bound that dominates).
+    """
+    peak = (acc.bf16_tflops if self.dtype == "bfloat16" else acc.f32_tflops) * 1e12
+    compute = self.flops / peak
+    memory = self.bytes_accessed / (acc.hbm_tbps * 1e12)
+    return max(compute, memory), ("compute" if compute >= memory else "memory")
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def one_run_step(sweep: AbstractSweep, model=None):
+  """The jitted one-run train step of a sweep (its model unless `model` is given), lowered
+  from shapes: one run's state, inputs and the pool, the whole batch on one device."""
+  config = sweep.config
+  model = sweep.model if model is None else model
+  tx = ts.make_optimizer(config.optim)
+  step_spec, _ = train.make_specs(config, sweep.table, sweep.schedule, sweep.data_shape,
+                                  image_data=sweep.dataset.kind == "image", gmm_mean=None)
+  step_spec = dataclasses.replace(step_spec, data_parallel=1)
+  inputs = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype)
+            for k, v in sweep.host_inputs.items()}
+  example = jnp.zeros((1,) + sweep.data_shape, jnp.float32)
+  capacity, ema = sweep.table.capacity, config.optim.ema_decay > 0
+  state = jax.eval_shape(
+      lambda inp: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
+                                        example, capacity, ema), inputs)
+  pool = jax.ShapeDtypeStruct(sweep.pool.shape, jnp.float32)
+  fn = jax.jit(lambda st, inp, p: train.train_step(st, inp, p, model=model, tx=tx,
+                                                   schedule=sweep.schedule, spec=step_spec))
+  return fn.lower(state, inputs, pool)
+
+
+def step_cost(sweep: AbstractSweep) -> StepCost:
+  """Compiles `one_run_step` and reads XLA's cost and memory analysis."""
+  compiled = one_run_step(sweep).compile()
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  mem = ProgramMemory.of(compiled)
+  return StepCost(flops=float(cost.get("flops", 0.0)),
+                  bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+                  temporaries=mem.temporaries,
+                  dtype=str(sweep.config.model.get("dtype", "float32")),
+                  platform=sweep.mesh.devices.flat[0].platform)
+
+
+def saved_activation_bytes(model, data_shape, batch: int) -> int:
+  """Bytes autodiff keeps from the forward pass for the backward pass (the residuals of
+  `jax.vjp` of the loss w.r.t. the parameters, from shapes alone; backend-independent).
+
+  What XLA must store between the passes unless it recomputes; `jax.checkpoint`
+  (model.remat) and bfloat16 activations (model.dtype) shrink it. Counts, besides the
+  activations, the few parameter-sized residuals (the convolution kernels the input
+  gradients need; ~parameters' size, a few MiB for the paper's U-Net).
+  """
+  example = jax.ShapeDtypeStruct((batch,) + tuple(data_shape), jnp.float32)
+  t = jax.ShapeDtypeStruct((batch,), jnp.int32)
+
+  def residuals(x, t):
+    params = ts.init_params(model, jax.random.PRNGKey(0), x[:1])
+    def loss(p):
+      out = model.apply({"params": p}, x, t, train=True,
+                        rngs={"dropout": jax.random.PRNGKey(1)})
+      return jnp.sum(jnp.square(out))
+    return jax.vjp(loss, params)[1]  # a Partial: its leaves are the residuals
+
+  shapes = jax.eval_shape(residuals, example, t)
+  return int(sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize
+                 for a in jax.tree.leaves(shapes)))
+
+
+REMAT_OPTIONS = ("none", "convs", "full")
+DTYPE_OPTIONS = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryOption:
+  """One (model.remat, model.dtype) combination: its saved activations per run and the
+  estimated peak per device with all of the device's runs computed at once."""
+  remat: str
+  dtype: str
+  saved_per_run: int
+  per_run: int        # saved activations + XLA's workspace per run (see memory_options)
+  all_at_once: int    # resident + runs_per_device x max(per_run, evaluation per run)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def memory_options(sweep: AbstractSweep, plan: "Plan") -> list[MemoryOption]:
+  """The memory of every remat x dtype combination of a U-Net sweep, from shapes.
+
+  Per run: autodiff's saved activations of the combination (`saved_activation_bytes`)
+  plus XLA's workspace, the part of the compiled step's temporaries that is not saved
+  activations (gradients being formed, fusion outputs), measured on the configured
+  program: temporaries per run - saved activations. XLA:CPU removes jax.checkpoint's
+  optimization barriers before its CSE pass (so the recomputation merges back into the
+  forward pass) and runs bfloat16 convolutions in float32: its temporaries are those of
+  remat=none, float32 whatever the setting, and the workspace is taken against that
+  combination there. The evaluation's temporaries per run are added as measured.
+  Estimates for accelerators; `benchmarks/device_check.sh` measures the peaks.
+  """
+  cfg = sweep.config
+  at_once = min(sweep.runs_per_device, cfg.train.models_group or sweep.runs_per_device)
+  batch = sweep.table.batch
+  saved = {}
+  for remat in REMAT_OPTIONS:
+    for dtype in DTYPE_OPTIONS:
+      m = dataclasses.replace(sweep.model, remat=remat, dtype=dtype)
+      saved[remat, dtype] = saved_activation_bytes(m, sweep.data_shape, batch)
+  configured = (sweep.model.remat, sweep.model.dtype)
+  honours = plan.platform != "cpu"
+  baseline = saved[configured] if honours else saved["none", "float32"]
+  workspace = max(0, plan.chunk.extra // at_once - baseline)
+  eval_per_run = plan.evaluation.extra / at_once
+  out = []
+  for (remat, dtype), s in saved.items():
+    per_run = s + workspace
+    total = plan.resident["total"] + sweep.runs_per_device * max(per_run, eval_per_run)
+    out.append(MemoryOption(remat, dtype, s, int(per_run), int(total)))
+  return out
+
+
+def _fit_choice(options: list[MemoryOption], capacity: float) -> MemoryOption | None:
+  """The cheapest option that fits: least recomputation first, float32 before bfloat16."""
+  order = {r: i for i, r in enumerate(REMAT_OPTIONS)}
+  # float32 first (bfloat16 changes the numerics; recomputation only costs time).
+  ranked = sorted(options, key=lambda o: (DTYPE_OPTIONS.index(o.dtype), order[o.remat]))
+  for o in ranked:
+    if o.all_at_once <= FIT_FRACTION * capacity:
+      return o
+  return None
+
+
 def make_plan(config, devices=None, *, device_memory: int | None = None,
-              probe_steps: int = 10, config_name: str = "") -> Plan:
+              probe_steps: int = 10, config_name: str = "", roofline: bool = True) -> Plan:
   """Compiles the sweep's programs from shapes, measures them, and probes the chunk.
 
   Args:
@@ -451,6 +746,9 @@ def make_plan(config, devices=None, *, device_memory: int | None = None,
     device_memory: bytes per device to plan for (default: what the device reports).
     probe_steps: optimizer steps of the timed probe (0: no probe). The probe runs only
       when the layout fits.
+    roofline: also compile one model-step alone (`step_cost`: the roofline) and, for a
+      U-Net, count the saved activations of every model.remat x model.dtype combination
+      (`memory_options`).
   """
   sweep = AbstractSweep(config, devices)
   t0 = time.time()
@@ -471,7 +769,11 @@ def make_plan(config, devices=None, *, device_memory: int | None = None,
       evaluation=ProgramMemory.of(evaluation), capacity=capacity, capacity_source=source,
       compile_s={"chunk": t1 - t0, "evaluate": t2 - t1},
       collectives={"chunk": collectives(chunk), "evaluate": collectives(evaluation)},
-      table=sweep.table, config=config)
+      table=sweep.table, config=config, device_kind=getattr(device, "device_kind", ""))
+  if roofline:
+    plan.step = step_cost(sweep)
+    if hasattr(sweep.model, "remat"):
+      plan.options = memory_options(sweep, plan)
   if probe_steps > 0 and plan.fits:
     state, inputs, pool, steps = sweep.concrete(probe_steps)
     state = chunk(state, inputs, pool, steps)  # warm-up: first-call costs
@@ -493,6 +795,9 @@ def _define_flags():
   flags.DEFINE_integer("probe_steps", 10, "Optimizer steps of the timed probe (0: none).",
                        lower_bound=0)
   flags.DEFINE_bool("json", False, "Print the plan as one JSON object instead of text.")
+  flags.DEFINE_bool("roofline", True, "Also compile one model-step alone (FLOPs, bytes: "
+                    "the roofline on the accelerators of plan.ACCELERATORS) and count the "
+                    "saved activations of every model.remat x model.dtype option.")
 
 
 def main(argv) -> None:
@@ -514,7 +819,8 @@ def main(argv) -> None:
     if config.get("experiment", "diffusion") != "diffusion":
       raise ConfigError("experiment", config.experiment, "'diffusion' (plans are for sweeps)")
     plan = make_plan(config, device_memory=capacity, probe_steps=fv.probe_steps,
-                     config_name=config_flags.get_config_filename(fv["config"]))
+                     config_name=config_flags.get_config_filename(fv["config"]),
+                     roofline=fv.roofline)
   except JaxdiffError as e:
     cli._fail(str(e))
   if jax.process_index() == 0:

@@ -45,6 +45,7 @@ from jaxdiff import train_state as ts
 from jaxdiff import validation
 from jaxdiff import workdir as workdir_lib
 from jaxdiff.errors import JaxdiffError
+from jaxdiff.models import layers
 
 MODELS, DATA = sharding.MODELS, sharding.DATA
 
@@ -221,12 +222,14 @@ class Programs:
     self.reset_losses = jax.jit(reset_local, donate_argnums=0,
                                 out_shardings=sharding.models_sharding(mesh))
 
+    eval_model = layers.float32_twin(model)  # evaluation always in float32 (layers.py)
+
     def eval_local(states, inputs, pool, test, qparams, step):
       def one(args, shared):
         state, inp = args
         params = state.ema_params if state.ema_params is not None else state.params
         key = jax.random.fold_in(jax.random.fold_in(state.key, 2), step)
-        return evaluate.evaluate_run(model, schedule, eval_spec, params, inp["n"],
+        return evaluate.evaluate_run(eval_model, schedule, eval_spec, params, inp["n"],
                                      inp["offset"], inp["mean"], key, shared[0], shared[1],
                                      inp.get("labels"), inp.get("test_labels"))
       outs = lift(one)((states, inputs), (pool, test))

@@ -6,6 +6,7 @@ Python API against closed forms: the residual MLP's parameter count (paper SM B:
 p = W(2d + 13) + d + 6W^2) and Adam's two moments per parameter.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -114,3 +115,47 @@ def test_parse_bytes():
   for bad in ("lots", "-1GiB", "0", "12XB"):
     with pytest.raises(JaxdiffError, match="--device_memory"):
       plan.parse_bytes(bad)
+
+
+# ------------------------------------------------------------------------ roofline
+
+
+def test_accelerator_table_names_the_chips_and_their_sources():
+  names = {a.name for a in plan.ACCELERATORS}
+  assert {"H100 SXM", "H200 SXM", "A100 SXM 80GB", "TPU v4", "TPU v5e", "TPU v5p"} <= names
+  for a in plan.ACCELERATORS:
+    assert a.bf16_tflops > 0 and a.f32_tflops > 0 and a.hbm_tbps > 0 and a.memory_gb > 0
+    assert a.source
+  kinds = {"NVIDIA H100 80GB HBM3": "H100 SXM", "NVIDIA H200": "H200 SXM",
+           "NVIDIA A100-SXM4-80GB": "A100 SXM 80GB", "TPU v4": "TPU v4",
+           "TPU v5 lite": "TPU v5e", "TPU v5": "TPU v5p", "TPU v5p": "TPU v5p"}
+  for kind, name in kinds.items():
+    assert plan.accelerator_named(kind).name == name, kind
+  assert plan.accelerator_named("cpu") is None
+
+
+def test_step_bound_is_the_larger_of_compute_and_memory_time():
+  h100 = plan.accelerator_named("NVIDIA H100 80GB HBM3")
+  compute_bound = plan.StepCost(flops=1.74e12, bytes_accessed=1e9, temporaries=0,
+                                dtype="bfloat16", platform="gpu")
+  seconds, which = compute_bound.bound_s(h100)
+  assert which == "compute" and seconds == pytest.approx(1.74e12 / 989e12)
+  # float32 inputs run at the TF32 peak, half the bf16 one on an H100.
+  f32 = dataclasses.replace(compute_bound, dtype="float32")
+  assert f32.bound_s(h100)[0] == pytest.approx(2 * seconds, rel=0.01)
+  memory_bound = dataclasses.replace(compute_bound, bytes_accessed=1e13)
+  seconds, which = memory_bound.bound_s(h100)
+  assert which == "memory" and seconds == pytest.approx(1e13 / 3.35e12)
+
+
+def test_fit_choice_prefers_float32_and_the_least_recomputation():
+  gb = 1e9
+  opts = [plan.MemoryOption(r, d, 0, 0, int(total * gb)) for r, d, total in [
+      ("none", "float32", 200), ("none", "bfloat16", 140), ("convs", "float32", 60),
+      ("convs", "bfloat16", 40), ("full", "float32", 30), ("full", "bfloat16", 20)]]
+  assert plan._fit_choice(opts, 80 * gb).remat == "convs"       # 60 <= 0.9 * 80
+  assert plan._fit_choice(opts, 80 * gb).dtype == "float32"
+  assert plan._fit_choice(opts, 250 * gb).remat == "none"
+  assert (plan._fit_choice(opts, 30 * gb).remat, plan._fit_choice(opts, 30 * gb).dtype) == (
+      "full", "bfloat16")                                       # only 20 <= 27
+  assert plan._fit_choice(opts, 10 * gb) is None

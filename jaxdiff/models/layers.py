@@ -41,13 +41,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 CONV_BATCHING = ("native", "unroll", "im2col")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
+# Name of the convolution and projection outputs for rematerialisation policies
+# (jax.checkpoint_policies.save_only_these_names; UNet.remat = "convs"): the outputs of
+# the expensive contractions are kept, the cheap elementwise work around them recomputed.
+SAVE_NAME = "contraction"
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+
+def float32_twin(module):
+  """The same network (same parameters) computing in float32.
+
+  Training may compute in bfloat16 (model.dtype; parameters and optimizer state stay
+  float32); the evaluation runs the network through this twin, so that the sampler, the
+  memorization fraction, the quality features and the fixed-t losses are float32 numbers
+  of the float32 parameters, whatever the training's compute dtype.
+  """
+  dtype = getattr(module, "dtype", None)
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return module
+  return module.clone(dtype="float32" if isinstance(dtype, str) else jnp.float32)
 
 
 # ----------------------------------------------------------------------------- init
@@ -254,7 +277,7 @@ class Dense(nn.Module):
     bound = torch_default_bound(fan_in)
     kernel = self.param("kernel", self.kernel_init or torch_uniform(bound),
                         (fan_in, self.features), jnp.float32)
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = checkpoint_name(jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)), SAVE_NAME)
     if self.use_bias:
       bias = self.param("bias", self.bias_init or torch_uniform(bound), (self.features,),
                         jnp.float32)
@@ -292,6 +315,7 @@ class Conv(nn.Module):
     y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
                strides=(self.strides, self.strides), padding=((p, p), (p, p)),
                batching=self.conv_batching)
+    y = checkpoint_name(y, SAVE_NAME)
     return y + bias.astype(self.dtype)
 
 

@@ -79,6 +79,23 @@ class ResBlock(nn.Module):
     return h
 
 
+REMAT = ("none", "convs", "full")
+
+
+def _remat_block(remat: str):
+  """ResBlock, or ResBlock under `nn.remat` with the policy of UNet.remat.
+
+  `train` (argument 3, counting self) is static: it selects dropout at trace time. The
+  dropout key is an input of the checkpointed block, so the recomputed masks are the
+  forward pass's own.
+  """
+  if remat == "none":
+    return ResBlock
+  policy = (jax.checkpoint_policies.save_only_these_names(layers.SAVE_NAME)
+            if remat == "convs" else None)  # None: save nothing but the block's inputs
+  return nn.remat(ResBlock, static_argnums=(3,), policy=policy)
+
+
 class UNet(nn.Module):
   """DDPM epsilon-prediction U-Net of the paper (see the module docstring).
 
@@ -95,6 +112,14 @@ class UNet(nn.Module):
     dtype: compute dtype name, "float32" | "bfloat16"; parameters stay float32 and the
       output is float32.
     num_steps: T, rows of the frozen sinusoidal time table; t must be in [0, T).
+    remat: rematerialisation of each ResBlock in the backward pass (REMAT):
+      "none": autodiff keeps every intermediate of the block (fastest, most memory);
+      "convs": `jax.checkpoint` keeps only the block's convolution and projection
+        outputs (layers.SAVE_NAME) and recomputes the norms, activations, dropout and
+        the attention softmax (about one extra elementwise pass per block);
+      "full": `jax.checkpoint` keeps only the block's inputs and recomputes the whole
+        block (about one extra forward pass, ~+1/3 of the step's FLOPs).
+      The results are the same up to float reassociation (tests/remat_test.py).
   """
   width: int
   channel_mult: tuple[int, ...] = (1, 2, 4)
@@ -106,6 +131,7 @@ class UNet(nn.Module):
   conv_batching: str = "native"
   dtype: str = "float32"
   num_steps: int = 1000
+  remat: str = "none"
 
   @classmethod
   def from_config(cls, model_cfg, num_steps: int) -> "UNet":
@@ -143,6 +169,8 @@ class UNet(nn.Module):
                         f"one of {layers.CONV_BATCHING}")
     if self.dtype not in layers.DTYPES:
       raise ConfigError("model.dtype", self.dtype, f"one of {tuple(layers.DTYPES)}")
+    if self.remat not in REMAT:
+      raise ConfigError("model.remat", self.remat, f"one of {REMAT}")
     if int(self.num_steps) != self.num_steps or self.num_steps < 1:
       raise ConfigError("diffusion.num_steps", self.num_steps, "a positive integer")
 
@@ -166,7 +194,8 @@ class UNet(nn.Module):
                         f"square NHWC images with a side divisible by {factor}")
     dtype = layers.DTYPES[self.dtype]
     w = self.width
-    block = lambda features, attention, name: ResBlock(
+    block_cls = _remat_block(self.remat)
+    block = lambda features, attention, name: block_cls(
         features, attention, self.dropout, self.num_heads, self.num_groups,
         self.conv_batching, dtype, name=name)
     conv3 = lambda features, name, strides=1: layers.Conv(
@@ -228,7 +257,8 @@ def make_unet(model_cfg, num_steps: int) -> UNet:
       dropout=model_cfg.dropout,
       conv_batching=model_cfg.conv_batching,
       dtype=model_cfg.dtype,
-      num_steps=num_steps)
+      num_steps=num_steps,
+      remat=model_cfg.get("remat", "none"))
   model.validate()
   return model
 
