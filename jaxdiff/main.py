@@ -86,8 +86,96 @@ def _config_file_error(error: BaseException, path: str | None) -> str | None:
   return None
 
 
+HELP = """\
+usage: python -m jaxdiff.main --config=CONFIG[:VARIANT] --workdir=DIR [--config.KEY=VALUE ...]
+
+Trains and evaluates every run of a config (every n, seed, data block and learning rate
+of a sweep) in one program, then writes the report: tau_gen, tau_mem, the fits, figures.
+Rerunning the same command on the same DIR resumes it; a finished DIR says so.
+
+  --config=CONFIG     a config file; each file's docstring gives its command, hardware
+                      and expected result. Shipped:
+{configs}
+  --workdir=DIR       the output folder, the unit of resume
+  --config.KEY=VALUE  override any key; every key, with a comment, is in configs/base.py.
+                      Tuples are comma-separated, e.g.
+                        --config.data.n_train=8,32,128 --config.data.seeds=0,1
+                        --config.train.num_steps=400
+  --rewrite_report    on a finished DIR, write its report again (e.g. new report.* keys)
+
+Example (the embedded default, a few minutes on a CPU):
+  python -m jaxdiff.main --config=configs/digits.py --workdir=/tmp/jaxdiff_digits
+
+Other commands:
+  python -m jaxdiff.report --workdir=DIR [--workdir=DIR2 ...]   rewrite / combine reports
+  python -m jaxdiff.plan --config=CONFIG [--device_memory=80GB]  memory and time of a
+                      sweep on this machine (or a rehearsed one) before booting anything
+  python -m jaxdiff.audit --train=PATH --samples=PATH --workdir=DIR [--heldout=PATH]
+                      memorization of any model's samples against its training images
+  python -m jaxdiff.advise --config=CONFIG --workdir=DIR --n=N
+                      when to stop training on N images, from small pilot sweeps
+  (each takes --help)
+
+Exit codes: 0 finished; 2 a user mistake (one "jaxdiff: error:" line names the key or
+file); 3 finished, but some runs diverged; 75 stopped by a signal: rerun to resume;
+1 a bug (a traceback).
+"""
+
+HELP_FLAGS = ("-h", "--h", "-help", "--help", "--helpshort", "--helpfull", "-?")
+
+
+def usage() -> str:
+  """The --help text, with the config files that ship beside the package."""
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  names = sorted(f"configs/{n}" for n in os.listdir(here)
+                 if n.endswith(".py") and n not in ("__init__.py", "base.py")) if (
+                     os.path.isdir(here)) else []
+  import textwrap
+  listed = textwrap.fill(", ".join(names) or "see configs/", width=88,
+                         initial_indent=" " * 22, subsequent_indent=" " * 22)
+  return HELP.format(configs=listed)
+
+
+def _override_key(argv, token: str) -> tuple[str, str] | None:
+  """The --config.KEY=... override whose KEY has `token` as one of its parts: (arg, KEY)."""
+  for a in argv:
+    if a.startswith("--config.") and "=" in a:
+      key = a[len("--config."):].split("=", 1)[0]
+      if token in key.split("."):
+        return a, key
+  return None
+
+
+def _bad_override(error: Exception, argv) -> str:
+  """'bad --config override --config.train.num_step=4: no key train.num_step (did you mean
+  train.num_steps?)' from ml_collections' message, which names only the last part."""
+  text = _one_line(error)
+  m = re.match(r'(\w+) Did you mean "(\w+)" instead of "\w+"\?', text)
+  token = m.group(1) if m else text.split(" ")[0]
+  found = _override_key(argv, token)
+  if found is None:
+    return f"bad --config override: {text}"
+  arg, key = found
+  parts = key.split(".")
+  where = parts.index(token)
+  hint = ""
+  if m:
+    parts[where] = m.group(2)
+    hint = f" (did you mean {'.'.join(parts)}?)"
+  return (f"bad --config override {arg.split('=', 1)[0]}: no key "
+          f"{'.'.join(key.split('.')[:where + 1])}{hint}; every key is listed, with a "
+          "comment, in configs/base.py")
+
+
 def _parse_flags(argv):
   """absl's parser, with config-override mistakes turned into one line."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(usage())
+    sys.exit(0)
+  path = _config_path(argv[1:])
+  if path and not os.path.isfile(path):
+    _fail(f"--config={path}: no such file; expected a config file such as "
+          "configs/digits.py (python -m jaxdiff.main --help lists them)")
   try:
     return FLAGS(argv)
   except flags.Error as e:
@@ -96,7 +184,7 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for unknown keys or badly typed overrides.
     located = _config_file_error(e, _config_path(argv[1:]))
-    _fail(f"--config: {located}" if located else f"bad --config override: {_one_line(e)}")
+    _fail(f"--config: {located}" if located else _bad_override(e, argv[1:]))
   except Exception as e:  # a config file that does not parse or raises something else
     located = _config_file_error(e, _config_path(argv[1:]))
     _fail(f"--config: {located or _one_line(e)}")

@@ -50,7 +50,10 @@ def one_error_line(result):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--config.data.n_tran=3"], "n_tran"),
+    (["--config.data.n_tran=3"], "bad --config override --config.data.n_tran: no key "
+                                 "data.n_tran (did you mean data.n_train?); every key is "
+                                 "listed, with a comment, in configs/base.py"),
+    (["--config.trian.num_steps=3"], "no key trian (did you mean train.num_steps?)"),
     (["--config.eval.k=2"], "eval.k = 2.0: expected a number strictly between 0 and 1"),
     (["--config.data.n_train=64,32"], "data.n_train = (64, 32): expected strictly increasing"),
     (["--config.data.n_train=8,4000"], "data.n_train"),
@@ -78,6 +81,23 @@ def test_bad_config_files_end_with_their_own_line(tmp_path, body, expected):
   line = one_error_line(run(f"--config={tmp_path / 'bad.py'}", f"--workdir={tmp_path / 'wd'}"))
   assert re.search(expected, line), line
   assert not os.path.exists(tmp_path / "wd" / "config.json")
+
+
+def test_missing_config_file_is_one_clean_line(tmp_path):
+  line = one_error_line(run("--config=configs/nope.py", f"--workdir={tmp_path / 'wd'}"))
+  assert line == ("jaxdiff: error: --config=configs/nope.py: no such file; expected a config "
+                  "file such as configs/digits.py (python -m jaxdiff.main --help lists them)")
+
+
+def test_help_lists_commands_overrides_and_exits_0():
+  result = run("--help")
+  assert result.returncode == 0, result.stderr[-2000:]
+  text = result.stdout
+  for needle in ("--config.KEY=VALUE", "configs/base.py", "configs/digits.py",
+                 "--config.train.num_steps=400", "python -m jaxdiff.report",
+                 "python -m jaxdiff.plan", "python -m jaxdiff.audit", "Exit codes"):
+    assert needle in text, needle
+  assert "(default: 'None')" not in text
 
 
 def test_workdir_that_is_a_file(tmp_path):
