@@ -105,8 +105,7 @@ def pilots_finished(config, workdir: str) -> bool:
     run_ids = {int(r["run"]) for r in json.load(f)}
   done = {int(r["run"]) for r in fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if isinstance(r, dict) and r.get("step") == last and "run" in r}
-  return bool(run_ids) and run_ids <= done and os.path.isfile(
-      os.path.join(workdir, "report.md"))
+  return bool(run_ids) and run_ids <= done
 
 
 def _predict(fits, runs, onsets, n: int, settings) -> dict[str, Any]:
