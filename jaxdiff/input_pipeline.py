@@ -27,6 +27,12 @@ an antialiased bilinear (triangle) filter, then the centre S x S is cropped, the
 in float arithmetic, so grayscale is applied first (one channel to resize instead of 3):
 the result is the same up to float rounding.
 
+The user's own images: `data.dataset = "folder"` (image files under `data.path`, natural
+order = sorted relative paths), `"npz"` / `"npy"` (one array, its own order), read by
+jaxdiff.image_files with the same chain; and any image dataset of tensorflow-datasets as
+`"tfds:NAME"` (natural order: its splits train, validation, test, then the others). The
+registry of names is `DATASETS` + `check_dataset_name` here; validation asks it.
+
 Real image data come from tensorflow-datasets without TensorFlow, through
 `tfds.data_source` (array_record files); data prepared as TFRecord are read with
 `tfds.load` machinery when TensorFlow is importable. The preprocessed arrays are cached
@@ -243,7 +249,8 @@ def preprocess_images(images: np.ndarray, image_size: int, grayscale: bool) -> n
   """The authors' torchvision chain on uint8 images (module docstring).
 
   Args:
-    images: [B, H, W, C] uint8 (C = 1 or 3), all the same size.
+    images: [B, H, W, C] (C = 1 or 3), all the same size: uint8, or float on the same
+      0..255 scale (16-bit and float image files, float arrays).
     image_size: S, the side after resizing the shorter side to S and center-cropping.
     grayscale: convert to one luma channel (LUMA_WEIGHTS).
 
