@@ -85,15 +85,18 @@ def main() -> None:
     values = [o.value for o in onsets if o.observed]
     shown = ", ".join(f"{o.value:.0f}" if o.observed else f"{o.status} ({o.bound:g})"
                       for o in onsets)
-    # Only observed onsets enter the mean (a censored one is shown as such).
-    geo = math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+    # A right-censored run enters the geometric mean at its bound: the mean is then a
+    # lower bound (">") and the ratio an upper bound ("<").
+    bounds = values + [o.bound for o in onsets if o.status == "right_censored"]
+    censored = len(bounds) > len(values)
+    geo = math.exp(sum(math.log(v) for v in bounds) / len(bounds)) if bounds else None
     ratio = a["tau_mem"] / geo if geo and a["tau_mem"] else None
     lo, hi = a["tau_mem_lo"], a["tau_mem_hi"]
     inside = [lo <= v <= (hi if hi is not None else math.inf) for v in values] \
         if lo is not None else []
     print(f"{n:<4} {_f(a['tau_mem']):>9} [{_f(lo)}, {_f(hi)}]"
-          f"   {shown:<28} {geo if geo is None else f'{geo:.0f}':>8}   "
-          f"{'-' if ratio is None else f'{ratio:.3f}':>10}          "
+          f"   {shown:<28} {'>' if censored else ''}{_f(geo):>8}   "
+          f"{'<' if censored else ''}{'-' if ratio is None else f'{ratio:.3f}':>10}          "
           f"{sum(inside)}/{len(onsets)}")
   print(f"total {time.time() - t0:.0f} s")
 
