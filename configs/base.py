@@ -26,8 +26,12 @@ def get_config():
 
   # ---------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
-  # digits | gmm | gaussian | celeb_a | cifar10.
+  # digits | gmm | gaussian | celeb_a | cifar10 | folder | npz | npy | tfds:NAME (any image
+  # dataset of tensorflow-datasets, e.g. tfds:mnist; prepared with `tfds build`).
   data.dataset = "celeb_a"
+  # folder / npz / npy: the folder of image files (PNG/JPEG/BMP/TIFF, recursively, sorted by
+  # path) or the array file; resized and centre-cropped to data.image_size as CelebA.
+  data.path = ""
   # The n-grid: training-set sizes, strictly increasing. One run per (n, seed, index, lr).
   data.n_train = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
   # Seeds of the runs (model init, noise, batch order); the data subset does not depend on it.

@@ -8,7 +8,8 @@ A folder is read recursively (PNG, JPEG, BMP, TIFF), in the order of the files' 
 relative to it (sorted), so the same folder always gives the same order. An array file
 holds [N, H, W, C] or [N, C, H, W] (C = 1, 3 or 4; told apart by where the channel axis
 is, and stated) or [N, H, W] grayscale images, uint8 (0..255) or float ([0, 1], or
-[-1, 1] when it has negative values, or 0..255 when its maximum is above 1.5).
+[-1, 1] when it has negative values, or 0..255 when its maximum is above 1.5). Image
+files are 8-bit (value / 255), 16-bit grayscale (value / 65535) or float TIFF ([0, 1]).
 
 Preprocessing is the paper's CelebA chain (jaxdiff.input_pipeline.preprocess_images):
 with `image_size` S, the shorter side is resized to S (antialiased bilinear) and the
@@ -55,19 +56,44 @@ def list_image_files(folder: str) -> list[str]:
   return [os.path.join(folder, rel) for rel in sorted(found)]
 
 
+# One-channel modes of more than 8 bits (16-bit PNG / TIFF) and float TIFF, with the
+# factor that puts them on the 0..255 scale: 16-bit full scale is 65535, float is [0, 1].
+_WIDE_MODES = {"I;16": 255.0 / 65535.0, "I;16L": 255.0 / 65535.0, "I;16B": 255.0 / 65535.0,
+               "I": 255.0 / 65535.0, "F": 255.0}
+
+
 def _read_file(path: str) -> np.ndarray:
-  """One image file as uint8 [H, W, C] with C = 1 or 3."""
+  """One image file as [H, W, C] on the 0..255 scale, C = 1 or 3.
+
+  8-bit files give uint8. 16-bit grayscale files (PNG, TIFF) give float32 value * 255 /
+  65535, and float TIFFs (mode F, values in [0, 1]) float32 value * 255, so that neither
+  is cut to 8 bits: a float TIFF of exact values (e.g. the digits' k/16) reaches
+  `preprocess_images` exactly.
+  """
   from PIL import Image
   try:
     with Image.open(path) as im:
       im.load()  # decodes now: a truncated file fails here, not later
-      if im.mode in ("1", "L", "I;16", "I", "F"):
+      if im.mode in _WIDE_MODES:
+        scale = _WIDE_MODES[im.mode]
+        return np.ascontiguousarray(np.asarray(im, np.float32)[..., None] * np.float32(scale))
+      if im.mode in ("1", "L"):
         arr = np.asarray(im.convert("L"))[..., None]
       else:
         arr = np.asarray(im.convert("RGB"))
   except (OSError, ValueError, SyntaxError) as e:
     raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
   return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _check_not_upsampled(shapes: Sequence[tuple[int, ...]], names: Sequence[str],
+                         image_size: int) -> None:
+  """One line naming the first image smaller than image_size (it is not upsampled)."""
+  for shape, name in zip(shapes, names):
+    if min(shape[0], shape[1]) < image_size:
+      raise DataError(f"{name}: the image is {shape[0]}x{shape[1]}, smaller than "
+                      f"data.image_size = {image_size} (images are not upsampled: lower "
+                      "data.image_size or remove the small images)")
 
 
 def _preprocess(groups: dict, count: int, image_size: int | None,
@@ -127,13 +153,15 @@ def _group_by_shape(arrays: Sequence[np.ndarray], names: Sequence[str], image_si
 
 
 def read_image_folder(folder: str, image_size: int | None = None,
-                      grayscale: bool | None = None) -> Images:
+                      grayscale: bool | None = None, upsample: bool = True) -> Images:
   """Every image file under `folder`, in sorted path order, preprocessed (module docstring)."""
   files = list_image_files(folder)
   if not files:
     raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this "
                     "folder or below it")
   arrays = [_read_file(f) for f in files]
+  if image_size is not None and not upsample:
+    _check_not_upsampled([a.shape for a in arrays], files, image_size)
   groups = _group_by_shape(arrays, files, image_size, folder)
   pixels, steps = _preprocess(groups, len(files), image_size, grayscale)
   kinds = sorted({os.path.splitext(f)[1].lower().lstrip(".").upper() for f in files})
@@ -175,7 +203,7 @@ def _to_255(array: np.ndarray, path: str) -> tuple[np.ndarray, str]:
 
 
 def read_image_array(path: str, image_size: int | None = None,
-                     grayscale: bool | None = None) -> Images:
+                     grayscale: bool | None = None, upsample: bool = True) -> Images:
   """Images stored as one array in a .npz (key images/samples/x/arr_0) or .npy file."""
   try:
     if path.endswith(".npz"):
@@ -200,6 +228,8 @@ def read_image_array(path: str, image_size: int | None = None,
   if values.shape[-1] == 4:  # RGBA: the alpha channel is dropped
     values = values[..., :3]
   h, w = values.shape[1:3]
+  if image_size is not None and not upsample:
+    _check_not_upsampled([values.shape[1:]], [path], image_size)
   if image_size is None and h != w:
     raise DataError(f"{path}: images are {h}x{w}, not square; give an image size to resize "
                     "and centre-crop them to (--image_size, data.image_size)")
@@ -210,7 +240,7 @@ def read_image_array(path: str, image_size: int | None = None,
 
 
 def load_images(path: str, image_size: int | None = None,
-                grayscale: bool | None = None) -> Images:
+                grayscale: bool | None = None, upsample: bool = True) -> Images:
   """A folder of image files or a .npz / .npy array file (module docstring).
 
   Args:
@@ -218,6 +248,7 @@ def load_images(path: str, image_size: int | None = None,
     image_size: resize the shorter side to this and centre-crop (None: keep the size; all
       images must then have one square size).
     grayscale: True: one luma channel; False: RGB; None: grayscale only if every image is.
+    upsample: False: refuse (one line naming it) an image smaller than image_size.
 
   Returns:
     Images with float32 pixels [N, H, W, C] in [0, 1].
@@ -225,9 +256,9 @@ def load_images(path: str, image_size: int | None = None,
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file or folder")
   if os.path.isdir(path):
-    return read_image_folder(path, image_size, grayscale)
+    return read_image_folder(path, image_size, grayscale, upsample)
   if path.lower().endswith(ARRAY_EXTENSIONS):
-    return read_image_array(path, image_size, grayscale)
+    return read_image_array(path, image_size, grayscale, upsample)
   if path.lower().endswith(IMAGE_EXTENSIONS):
     raise DataError(f"{path}: a single image file; give the folder that holds the images")
   raise DataError(f"{path}: expected a folder of images or a .npz / .npy array file")

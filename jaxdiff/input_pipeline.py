@@ -27,6 +27,12 @@ an antialiased bilinear (triangle) filter, then the centre S x S is cropped, the
 in float arithmetic, so grayscale is applied first (one channel to resize instead of 3):
 the result is the same up to float rounding.
 
+The user's own images: `data.dataset = "folder"` (image files under `data.path`, natural
+order = sorted relative paths), `"npz"` / `"npy"` (one array, its own order), read by
+jaxdiff.image_files with the same chain; and any image dataset of tensorflow-datasets as
+`"tfds:NAME"` (natural order: its splits train, validation, test, then the others). The
+registry of names is `DATASETS` + `check_dataset_name` here; validation asks it.
+
 Real image data come from tensorflow-datasets without TensorFlow, through
 `tfds.data_source` (array_record files); data prepared as TFRecord are read with
 `tfds.load` machinery when TensorFlow is importable. The preprocessed arrays are cached
@@ -52,6 +58,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -59,7 +66,36 @@ import numpy as np
 from jaxdiff import errors
 from jaxdiff import fileio
 
-DATASETS = ("digits", "gmm", "gaussian", "celeb_a", "cifar10")
+# The dataset registry: every value `data.dataset` can take is decided here (validation
+# asks `check_dataset_name`). Built-in datasets, the user's own files (data.path), and
+# any image dataset of tensorflow-datasets as "tfds:NAME".
+DATASETS = ("digits", "gmm", "gaussian", "celeb_a", "cifar10", "folder", "npz", "npy")
+TFDS_PREFIX = "tfds:"
+# Datasets read from data.path (jaxdiff.image_files), with what the path must be.
+FILE_DATASETS = {"folder": "a folder of PNG/JPEG/BMP/TIFF files (read recursively)",
+                 "npz": "a .npz file holding one image array (or one named images/x/...)",
+                 "npy": "a .npy file holding an image array"}
+_VECTOR_DATASETS = ("gmm", "gaussian")
+
+
+def dataset_names() -> str:
+  """The allowed values of data.dataset, in words (for messages)."""
+  return ", ".join(DATASETS) + f", or {TFDS_PREFIX}NAME (an image dataset of tensorflow-datasets)"
+
+
+def check_dataset_name(name) -> None:
+  """Raises a ConfigError naming data.dataset unless `name` is a dataset this module loads."""
+  # TFDS names: NAME, NAME/CONFIG, NAME:VERSION (as tfds.builder takes them).
+  ok = isinstance(name, str) and (
+      name in DATASETS or (name.startswith(TFDS_PREFIX) and re.fullmatch(
+          r"[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9.]+)?", name[len(TFDS_PREFIX):]) is not None))
+  if not ok:
+    raise errors.ConfigError("data.dataset", name, f"one of {dataset_names()}")
+
+
+def dataset_kind(name: str) -> str:
+  """"image" or "vector" for a valid data.dataset value (from the name alone)."""
+  return "vector" if name in _VECTOR_DATASETS else "image"
 
 # torchvision's Grayscale on float tensors (ITU-R 601-2 luma, R weight as torchvision has it).
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -69,7 +105,7 @@ _CACHE_BLOCK = 4096
 # Images decoded and preprocessed together by one worker thread.
 _DECODE_CHUNK = 64
 # Bump when the preprocessing changes, so that stale caches are not reused.
-_PIPELINE_VERSION = 1
+_PIPELINE_VERSION = 2  # 2: division by 255 instead of a product with 1/255
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -128,8 +164,7 @@ def load_dataset(data_cfg, *, max_pool: int | None = None, reference: int = 0) -
     DataError: a TFDS dataset is not prepared (the message says how to prepare it).
   """
   name = _get(data_cfg, "dataset", None)
-  if name not in DATASETS:
-    raise errors.ConfigError("data.dataset", name, f"one of {', '.join(DATASETS)}")
+  check_dataset_name(name)
   if max_pool is not None and (isinstance(max_pool, bool) or int(max_pool) != max_pool
                                or max_pool < 1):
     raise ValueError(f"max_pool must be a positive integer or None, got {max_pool!r}")
@@ -141,6 +176,8 @@ def load_dataset(data_cfg, *, max_pool: int | None = None, reference: int = 0) -
     return _load_digits(data_cfg, num_test, order_seed, max_pool, reference)
   if name in ("gmm", "gaussian"):
     return _load_synthetic(name, data_cfg, num_test, order_seed, max_pool, reference)
+  if name in FILE_DATASETS:
+    return _load_files(name, data_cfg, num_test, order_seed, max_pool, reference)
   return _load_tfds(name, data_cfg, num_test, order_seed, max_pool, reference)
 
 
@@ -172,7 +209,9 @@ def check_subsets(dataset: Dataset, n_train: Sequence[int], index: Sequence[int]
                 "(eval.fid_num_sets x eval.fid_set_size)")
   if reserve:
     held.append(f"{reserve} reserved for evaluation")
-  where = f"the {dataset.name} pool has {available} images ({', '.join(held)})"
+  source = dataset.metadata.get("path")
+  named = dataset.name if source is None else f"{dataset.name} (data.path = {source})"
+  where = f"the {named} pool has {available} images ({', '.join(held)})"
   if n_max + reserve > available:
     raise errors.ConfigError(
         "data.n_train", n_train,
@@ -210,7 +249,8 @@ def preprocess_images(images: np.ndarray, image_size: int, grayscale: bool) -> n
   """The authors' torchvision chain on uint8 images (module docstring).
 
   Args:
-    images: [B, H, W, C] uint8 (C = 1 or 3), all the same size.
+    images: [B, H, W, C] (C = 1 or 3), all the same size: uint8, or float on the same
+      0..255 scale (16-bit and float image files, float arrays).
     image_size: S, the side after resizing the shorter side to S and center-cropping.
     grayscale: convert to one luma channel (LUMA_WEIGHTS).
 
@@ -228,7 +268,10 @@ def preprocess_images(images: np.ndarray, image_size: int, grayscale: bool) -> n
   # Each contraction is one BLAS matrix product (tensordot reshapes around np.dot).
   x = np.tensordot(x, cols, axes=([2], [1]))  # [B, H, C, S]
   x = np.tensordot(rows, x, axes=([1], [1]))  # [S, B, C, S]
-  x = x.transpose(1, 0, 3, 2) * np.float32(1 / 255)  # [B, S, S, C]
+  # Divided (not multiplied by 1/255, which is inexact in float32): the quotient is
+  # correctly rounded, so values that are exact on the 0..255 scale (e.g. the digits'
+  # k/16 * 255) come back exactly when the resize is the identity.
+  x = x.transpose(1, 0, 3, 2) / np.float32(255)  # [B, S, S, C]
   if not grayscale and c == 1:
     x = np.repeat(x, 3, axis=-1)
   return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
@@ -349,21 +392,73 @@ def _load_digits(cfg, num_test, order_seed, max_pool, reference) -> Dataset:
     raise errors.ConfigError("data.grayscale", _get(cfg, "grayscale", True),
                              "True for digits (one-channel images)")
   digits = sk_datasets.load_digits()
+  # Values 0..16 (scikit-learn's integer counts) scaled by 1/16; exact in float32.
   images = (digits.images / 16.0).astype(np.float32)[..., None]  # [1797, 8, 8, 1]
   labels = digits.target.astype(np.int32)
+  return _from_arrays("digits", images, labels, num_test, order_seed, max_pool, reference,
+                      {"source": "sklearn.datasets.load_digits"})
+
+
+def _from_arrays(name, images, labels, num_test, order_seed, max_pool, reference,
+                 metadata) -> Dataset:
+  """A Dataset of images held in memory in their natural order (digits, the user's files).
+
+  The natural order is permuted by `order_seed >= 0` (numpy's default_rng(order_seed)
+  permutation of all items), then split as `_split` does: test = the end, reference block
+  = the end of what remains.
+  """
   total = len(images)
-  _check_num_test(num_test, total, "digits")
+  _check_num_test(num_test, total, name)
   order = np.arange(total)
   if order_seed >= 0:
     order = np.random.default_rng(order_seed).permutation(total)
   pool_idx, ref_idx, test_idx = _split(order, num_test, max_pool, reference)
   return Dataset(
-      name="digits", kind="image", pool=images[pool_idx], test=images[test_idx],
-      pool_labels=labels[pool_idx], test_labels=labels[test_idx],
-      metadata={"source": "sklearn.datasets.load_digits", "num_total": total,
-                "order_seed": order_seed, "pool_available": total - num_test,
+      name=name, kind="image", pool=images[pool_idx], test=images[test_idx],
+      pool_labels=None if labels is None else labels[pool_idx],
+      test_labels=None if labels is None else labels[test_idx],
+      metadata={**metadata, "num_total": total, "order_seed": order_seed,
+                "pool_available": total - num_test,
                 **_reference_metadata(ref_idx, total - num_test)},
       reference=None if ref_idx is None else images[ref_idx])
+
+
+# ---------------------------------------------------------------------- the user's files
+
+
+def _load_files(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
+  """data.dataset = folder / npz / npy: the images at data.path (jaxdiff.image_files).
+
+  Natural order: a folder's files sorted by their path relative to it; an array's own
+  order. Preprocessing: the paper's CelebA chain (`preprocess_images`) to
+  data.image_size, grayscale per data.grayscale; images smaller than data.image_size
+  are refused (not upsampled), as for the TFDS datasets. No labels.
+  """
+  from jaxdiff import image_files  # pylint: disable=g-import-not-at-top
+
+  path = _get(cfg, "path", "")
+  if not isinstance(path, str) or not path:
+    raise errors.ConfigError("data.path", path,
+                             f"the path of {FILE_DATASETS[name]} for data.dataset = {name!r}")
+  path = os.path.expanduser(path)
+  size = _get_int(cfg, "image_size", 32, minimum=1)
+  grayscale = _get(cfg, "grayscale", True)
+  if not isinstance(grayscale, (bool, np.bool_)):
+    raise errors.ConfigError("data.grayscale", grayscale, "True or False")
+  if not os.path.exists(path):
+    raise errors.DataError(f"{path}: no such file or folder (data.path, data.dataset = "
+                           f"{name!r} reads {FILE_DATASETS[name]})")
+  if name == "folder" and not os.path.isdir(path):
+    raise errors.DataError(f"{path}: not a folder (data.dataset = 'folder' reads "
+                           f"{FILE_DATASETS[name]}; use 'npz' / 'npy' for array files)")
+  if name != "folder" and not (os.path.isfile(path) and path.lower().endswith("." + name)):
+    raise errors.DataError(f"{path}: not a .{name} file (data.dataset = {name!r} reads "
+                           f"{FILE_DATASETS[name]})")
+  images = image_files.load_images(path, image_size=size, grayscale=bool(grayscale),
+                                   upsample=False)
+  return _from_arrays(name, images.pixels, None, num_test, order_seed, max_pool, reference,
+                      {"source": images.description, "path": path, "image_size": size,
+                       "grayscale": bool(grayscale)})
 
 
 # ---------------------------------------------------------------------- gmm, gaussian
@@ -465,7 +560,8 @@ class _TfdsSpec:
   label_key: str | None
   by_filename: bool  # recover the image-file order from TFDS's key hashes (celeb_a)
   how_to_prepare: str
-  official_lengths: tuple[int, ...]
+  official_lengths: tuple[int, ...] | None
+  image_key: str = "image"
 
 
 _TFDS = {
@@ -489,20 +585,72 @@ _TFDS = {
 }
 
 
+_HOW_TO_PREPARE = ("prepare it once with `tfds build {name} --data_dir={{data_dir}} "
+                   "--file_format=array_record` (building needs TensorFlow, `pip install "
+                   "tensorflow-cpu`)")
+# Splits concatenated in this order for the natural order (others after, sorted by name).
+_SPLIT_ORDER = ("train", "validation", "test")
+
+
+def _tfds_spec(name: str, data_dir: str) -> _TfdsSpec:
+  """How to read `name` ("celeb_a", "cifar10" or "tfds:NAME") from TFDS.
+
+  celeb_a and cifar10 have fixed specs (the paper's order). Any other image dataset is
+  described from its builder: the splits it has (train, validation, test first, then the
+  others by name; train + test when the builder does not list them yet), the first Image
+  feature ("image" when present), and the "label" ClassLabel when it has one.
+  """
+  tfds_name = name[len(TFDS_PREFIX):] if name.startswith(TFDS_PREFIX) else name
+  if tfds_name in _TFDS:
+    return _TFDS[tfds_name]
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise errors.DataError(
+        f"data.dataset = {name!r} needs tensorflow-datasets: pip install tensorflow-datasets "
+        "(or the package's tfds extra)") from e
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir or None)
+  except Exception as e:  # pylint: disable=broad-except  (DatasetNotFoundError and kin)
+    raise errors.ConfigError("data.dataset", name,
+                             f"a tensorflow-datasets name after {TFDS_PREFIX!r} "
+                             f"({str(e).splitlines()[0]})") from None
+  features = builder.info.features
+  images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+  if not images:
+    raise errors.ConfigError("data.dataset", name,
+                             f"an image dataset: {tfds_name} has no Image feature "
+                             f"(features: {', '.join(features)})")
+  image_key = "image" if "image" in images else images[0]
+  shape = features[image_key].shape
+  label = features["label"] if "label" in features else None
+  label_key = "label" if isinstance(label, tfds.features.ClassLabel) else None
+  listed = list(builder.info.splits)
+  splits = ([s for s in _SPLIT_ORDER if s in listed]
+            + sorted(s for s in listed if s not in _SPLIT_ORDER)) or ["train", "test"]
+  return _TfdsSpec(splits=tuple(splits), native_hw=(shape[0], shape[1]), label_key=label_key,
+                   by_filename=False, how_to_prepare=_HOW_TO_PREPARE.format(name=tfds_name),
+                   official_lengths=None, image_key=image_key)
+
+
 def _load_tfds(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
-  spec = _TFDS[name]
-  size = _get_int(cfg, "image_size", 32, minimum=1, maximum=min(spec.native_hw),
-                  extra=f" ({name} images are {spec.native_hw[0]}x{spec.native_hw[1]}; "
-                  "they are not upsampled)")
-  grayscale = _get(cfg, "grayscale", True)
-  if not isinstance(grayscale, (bool, np.bool_)):
-    raise errors.ConfigError("data.grayscale", grayscale, "True or False")
-  grayscale = bool(grayscale)
   data_dir = _get(cfg, "tfds_data_dir", "") or ""
   if not isinstance(data_dir, str):
     raise errors.ConfigError("data.tfds_data_dir", data_dir, "a directory path ('' = TFDS default)")
   data_dir = os.path.expanduser(data_dir)
-  source = _open_tfds(name, spec, data_dir)
+  spec = _tfds_spec(name, data_dir)
+  if name.startswith(TFDS_PREFIX) and name[len(TFDS_PREFIX):] in _TFDS:
+    name = name[len(TFDS_PREFIX):]  # "tfds:celeb_a" is celeb_a
+  tfds_name = name[len(TFDS_PREFIX):] if name.startswith(TFDS_PREFIX) else name
+  fixed = [v for v in spec.native_hw if v is not None]
+  size = _get_int(cfg, "image_size", 32, minimum=1, maximum=min(fixed) if fixed else None,
+                  extra=(f" ({name} images are {spec.native_hw[0]}x{spec.native_hw[1]}; "
+                         "they are not upsampled)") if fixed else "")
+  grayscale = _get(cfg, "grayscale", True)
+  if not isinstance(grayscale, (bool, np.bool_)):
+    raise errors.ConfigError("data.grayscale", grayscale, "True or False")
+  grayscale = bool(grayscale)
+  source = _open_tfds(tfds_name, spec, data_dir)
   natural = _natural_order(spec, source)
   total = len(natural.split)
   _check_num_test(num_test, total, name)
@@ -511,7 +659,8 @@ def _load_tfds(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
     order = np.random.default_rng(order_seed).permutation(total)
   pool_idx, ref_idx, test_idx = _split(order, num_test, max_pool, reference)
   root = data_dir or _default_tfds_dir()
-  cache = _BlockCache(root, name, source, spec, size, grayscale, natural.rule)
+  cache = _BlockCache(root, tfds_name.replace("/", "-").replace(":", "-"), source, spec,
+                      size, grayscale, natural.rule)
   n_pool = len(pool_idx)
   n_ref = 0 if ref_idx is None else len(ref_idx)
   images, labels = cache.gather(
@@ -523,7 +672,7 @@ def _load_tfds(name, cfg, num_test, order_seed, max_pool, reference) -> Dataset:
       name=name, kind="image", pool=images[:n_pool], test=images[n_pool + n_ref:],
       reference=None if ref_idx is None else images[n_pool:n_pool + n_ref],
       pool_labels=pool_labels, test_labels=test_labels,
-      metadata={"source": f"tfds:{name}", "version": source.version, "num_total": total,
+      metadata={"source": f"tfds:{tfds_name}", "version": source.version, "num_total": total,
                 "split_lengths": dict(zip(spec.splits, source.lengths)),
                 "order": natural.rule, "order_seed": order_seed, "image_size": size,
                 "grayscale": grayscale, "pool_available": total - num_test,
@@ -627,7 +776,7 @@ def _natural_order(spec: _TfdsSpec, source: _TfdsSource) -> _NaturalOrder:
   of a split sits at the rank of its key hash: sorting by hash recovers the authors'
   natsorted file order without a file-name feature.
   """
-  if tuple(source.lengths) != spec.official_lengths:
+  if spec.official_lengths is not None and tuple(source.lengths) != spec.official_lengths:
     logging.warning("TFDS splits %s have %s examples, not the official %s%s.", spec.splits,
                     source.lengths, spec.official_lengths,
                     ": the file-name order assumes contiguous partitions of 000001.jpg..."
@@ -764,10 +913,10 @@ class _BlockCache:
   def _preprocess(self, examples: list[dict]):
     """float32 images (grouped by input size, order kept) and int32 labels of examples."""
     images = np.empty((len(examples), self._size, self._size, self._channels), np.float32)
-    shapes = [np.shape(ex["image"]) for ex in examples]
+    shapes = [np.shape(ex[self._spec.image_key]) for ex in examples]
     for shape in set(shapes):
       sel = [i for i, s in enumerate(shapes) if s == shape]
-      batch = np.stack([examples[i]["image"] for i in sel])
+      batch = np.stack([examples[i][self._spec.image_key] for i in sel])
       if batch.ndim == 3:  # [B, H, W] single-channel
         batch = batch[..., None]
       images[sel] = preprocess_images(batch, self._size, self._grayscale)

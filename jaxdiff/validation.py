@@ -13,9 +13,9 @@ import numbers
 
 from jaxdiff import diffusion
 from jaxdiff import eval_times
+from jaxdiff import input_pipeline
 from jaxdiff.errors import ConfigError
 
-DATASETS = ("digits", "gmm", "gaussian", "celeb_a", "cifar10")
 QUALITY = ("auto", "fid", "classifier_fd", "pixel_fd", "gmm", "none")
 EVAL_GRIDS = eval_times.GRIDS
 
@@ -53,7 +53,13 @@ def validate_sweep(config) -> None:
 
   _choice("experiment", config.experiment, ("diffusion",))
   d = config.data
-  _choice("data.dataset", d.dataset, DATASETS)
+  # The registry of datasets is input_pipeline's (built-ins, data.path files, tfds:NAME).
+  input_pipeline.check_dataset_name(d.dataset)
+  if d.dataset in input_pipeline.FILE_DATASETS:
+    path = d.get("path", "")
+    _require(isinstance(path, str) and bool(path), "data.path", path,
+             f"the path of {input_pipeline.FILE_DATASETS[d.dataset]} for data.dataset = "
+             f"{d.dataset!r}")
   n = tuple(d.n_train)
   _require(len(n) > 0 and all(_is_int(v) and v > 0 for v in n), "data.n_train", n,
            "a non-empty tuple of positive integers, e.g. 128,256,512")

@@ -104,6 +104,7 @@ def test_unknown_dataset_lists_the_allowed_ones():
   assert "data.dataset" in message and "'mnist'" in message
   for name in input_pipeline.DATASETS:
     assert name in message
+  assert "tfds:NAME" in message  # "mnist" alone is not a name; "tfds:mnist" is
 
 
 # ---------------------------------------------------------------------- gmm, gaussian
@@ -588,3 +589,56 @@ def test_tfrecord_data_are_read_in_file_order_with_tensorflow(tmp_path):
       max_pool=4)
   levels = np.concatenate([data.pool, data.test]).mean(axis=(1, 2, 3)) * 255
   np.testing.assert_allclose(levels, 20 * np.array([0, 1, 2, 3, 10, 11, 12]) * 0.9999, atol=3)
+
+
+# ---------------------------------------------------------------------- tfds:NAME (any image dataset)
+
+
+def _mnist_examples():
+  """train 6, test 3 examples of 28x28x1 digits with known pixels and labels."""
+  def ex(code):
+    image = np.full((28, 28, 1), code, np.uint8)
+    image[0, 0, 0] = 255 - code
+    return {"image": image, "label": code % 10}
+  return {"train": [ex(10 * k) for k in range(6)], "test": [ex(10 * k + 100) for k in range(3)]}
+
+
+def test_tfds_any_image_dataset_by_name(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  cfg = _data_config(dataset="tfds:mnist", image_size=28, num_test=2,
+                     tfds_data_dir=str(tmp_path))
+  with tfds.testing.mock_data(as_data_source_fn=_mock_source(_mnist_examples())):
+    data = input_pipeline.load_dataset(cfg)
+    rgb = input_pipeline.load_dataset(_data_config(
+        dataset="tfds:mnist", image_size=14, grayscale=False, num_test=2,
+        tfds_data_dir=str(tmp_path)))
+  # Natural order: train then test; the test set is its end; pixels / 255, labels kept.
+  codes = [10 * k for k in range(6)] + [100, 110, 120]
+  assert data.pool.shape == (7, 28, 28, 1) and data.test.shape == (2, 28, 28, 1)
+  np.testing.assert_array_equal(data.pool[:, 1, 1, 0] * 255, np.float32(codes[:7]))
+  np.testing.assert_allclose(data.pool[:, 0, 0, 0] * 255, 255 - np.float32(codes[:7]), atol=1e-4)
+  np.testing.assert_array_equal(data.pool_labels, np.array(codes[:7]) % 10)
+  assert data.metadata["source"] == "tfds:mnist"
+  assert "tfds splits train + test" in data.metadata["order"]
+  # RGB from one channel, resized (antialiased) to 14.
+  assert rgb.pool.shape == (7, 14, 14, 3)
+  np.testing.assert_allclose(rgb.pool[:, 5, 5, 0] * 255, np.float32(codes[:7]), atol=1e-3)
+  # Not upsampled beyond the native 28 x 28.
+  with pytest.raises(errors.ConfigError, match="data.image_size.*28x28"):
+    input_pipeline.load_dataset(_data_config(dataset="tfds:mnist", image_size=32,
+                                             tfds_data_dir=str(tmp_path)))
+
+
+def test_tfds_name_not_prepared_or_unknown(tmp_path):
+  with pytest.raises(errors.DataError) as info:
+    input_pipeline.load_dataset(_data_config(dataset="tfds:fashion_mnist", image_size=28,
+                                             tfds_data_dir=str(tmp_path)))
+  message = str(info.value)
+  assert f"tfds build fashion_mnist --data_dir={tmp_path}" in message and "\n" not in message
+  assert not (tmp_path / "jaxdiff_cache").exists()
+  with pytest.raises(errors.ConfigError, match="data.dataset.*tfds:no_such_dataset_zz"):
+    input_pipeline.load_dataset(_data_config(dataset="tfds:no_such_dataset_zz",
+                                             tfds_data_dir=str(tmp_path)))
+  with pytest.raises(errors.ConfigError, match="an image dataset"):
+    input_pipeline.load_dataset(_data_config(dataset="tfds:imdb_reviews",
+                                             tfds_data_dir=str(tmp_path)))
