@@ -215,7 +215,8 @@ def _finished(workdir: str, inputs: dict) -> dict | None:
 
 
 def _pct(x: float) -> str:
-  return f"{100 * x:.1f}%"
+  """A fraction in percent: 1 decimal, or 2 significant digits below 1% (0.037%)."""
+  return f"{100 * x:.2g}%" if 0 < x < 0.01 else f"{100 * x:.1f}%"
 
 
 def summary_lines(result: dict) -> list[str]:
