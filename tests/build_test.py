@@ -88,6 +88,8 @@ def test_build_has_binaries_and_tests():
   assert binaries["main"]["srcs"] == ["jaxdiff/main.py"]
   assert binaries["report"]["srcs"] == ["jaxdiff/report.py"]
   assert binaries["plan"]["srcs"] == ["jaxdiff/plan.py"]
+  assert binaries["audit"]["srcs"] == ["jaxdiff/audit.py"]
+  assert binaries["advise"]["srcs"] == ["jaxdiff/advise.py"]
   assert binaries["sweep"]["srcs"] == ["launch/sweep.py"]
   tests = {r["srcs"][0] for r in rules if r["kind"] == "py_test"}
   on_disk = {os.path.relpath(p, ROOT) for p in python_files("tests")

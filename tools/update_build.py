@@ -21,6 +21,8 @@ BINARIES = (
     ("main", "jaxdiff/main.py", "jaxdiff.main"),
     ("report", "jaxdiff/report.py", "jaxdiff.report"),
     ("plan", "jaxdiff/plan.py", "jaxdiff.plan"),
+    ("audit", "jaxdiff/audit.py", "jaxdiff.audit"),
+    ("advise", "jaxdiff/advise.py", "jaxdiff.advise"),
     ("sweep", "launch/sweep.py", None),
 )
 
