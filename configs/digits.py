@@ -17,11 +17,12 @@ thousands of steps on this data and hide tau_gen; 500 samples per run and time; 
 onset at 1%, as held-out real digits already score 0-0.6% (the dataset has near-duplicates).
 
 Hardware: sized for this project's 2-core CPU machine (no accelerator).
-Measured there (jax 0.10.2): 5 min 41 s wall time, ~1,300 model-steps/s. tau_mem =
-276 / 474 / 1010 / 2440 / 7500 steps for n = 8 / 16 / 32 / 64 / 128 (alpha = 1.19
-[1.05, 1.33]); tau_gen = 308 / 421 / 483 / 577 / 584 steps (n^0.23, five times weaker
-than tau_mem); at step 375 both n = 8 runs memorize while the n = 128 runs have f_mem = 0;
-final f_mem from 94% (n = 8) to 25% (n = 128).
+Measured there (jax 0.10.2): 5 min 41 s wall time on the idle machine (18 min 43 s with
+the cores shared by four other jobs). tau_mem = 276 / 474 / 1010 / 2440 / 7500 steps for
+n = 8 / 16 / 32 / 64 / 128 (alpha = 1.21 [1.03, 1.38] censoring-aware; 0.71-1.21 across
+the report's onset definitions); tau_gen = 307 / 420 / 482 / 576 / 583 steps (n^0.27,
+weaker than tau_mem); at step 375 both n = 8 runs memorize while the n = 128 runs have
+f_mem = 0; final f_mem from 94% (n = 8) to 25% (n = 128).
 Use `get_config("unet")` (--config=configs/digits.py:unet) for a small paper-style U-Net
 instead of the MLP (much slower on a CPU: convolutions cost 60-300x more per model-step).
 """
