@@ -63,6 +63,10 @@ class Budget:
   def left(self) -> float:
     return self.end - time.perf_counter()
 
+  def timeout(self) -> float:
+    """left(), capped at a day: an unlimited smoke budget (1e9 s) overflows poll()."""
+    return min(self.left(), 86400.0)
+
 
 def device_info() -> dict:
   from jaxdiff import plan
@@ -250,7 +254,7 @@ def memory(size: dict, budget: Budget, log) -> list[dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--memory_one",
            f"{size_name},{group},{remat},{dtype}"]
     try:
-      res = subprocess.run(cmd, capture_output=True, text=True, timeout=budget.left(),
+      res = subprocess.run(cmd, capture_output=True, text=True, timeout=budget.timeout(),
                            cwd=ROOT)
       lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
       row = json.loads(lines[-1]) if lines else dict(
