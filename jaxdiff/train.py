@@ -5,7 +5,8 @@
 Data flow (design.md): config -> run table [M runs] -> data on device once -> stacked
 train state [M, ...] created in its sharding -> chunks of optimizer steps (one
 `lax.fori_loop` per dispatch, up to the next evaluation time) -> one jitted evaluation of
-all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report.
+all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report ->
+finished.json (a rerun of a finished workdir reads it and stops before loading anything).
 
 Per-run functions (train_step, evaluate.evaluate_run) are written for ONE run; they are
 lifted over the local slice of the models axis (`sharding.lift`: unroll or vmap) inside a
