@@ -42,6 +42,9 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path of a config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; rerun to resume.")
+_REWRITE_REPORT = flags.DEFINE_bool(
+    "rewrite_report", False, "On a finished workdir, write its report again (a rerun "
+    "without it only prints the summary).")
 
 EXPERIMENTS = ("diffusion", "random_features")
 
@@ -212,7 +215,7 @@ def run(config, workdir: str):
   experiment = config.get("experiment", "diffusion")
   if experiment == "diffusion":
     from jaxdiff import train
-    return train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir, rewrite_report=_REWRITE_REPORT.value)
   if experiment == "random_features":
     from jaxdiff.theory import study
     return study.run_study(config, workdir)
@@ -249,7 +252,8 @@ def main(argv):
     result = run(config, _WORKDIR.value)
   except train.TrainingDiverged as e:
     if e.report:
-      print(f"jaxdiff: report written to {e.report}")
+      from jaxdiff import report
+      print("\n".join(report.summary_of_report(e.report)))
     _fail(str(e), EXIT_DIVERGED)
   except train.StoppedBySignal as e:
     print(f"jaxdiff: {e}", file=sys.stderr)
@@ -259,8 +263,9 @@ def main(argv):
   except KeyboardInterrupt:  # a second signal: stopped without waiting for the dispatch
     _fail("stopped at once by a second signal; the last checkpoint is kept: rerun the "
           "same command to resume from it", EXIT_STOPPED)
-  if result:
-    print(f"jaxdiff: report written to {result}")
+  if result:  # the report's own numbers, from its summary.json
+    from jaxdiff import report
+    print("\n".join(report.summary_of_report(result)))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,23 @@ def _read_json(path: str, workdir: str):
     raise WorkdirError(f"{path} is not valid JSON ({e}): is {workdir} a jaxdiff workdir?") from e
 
 
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+  """A metrics row in the current format: rows written before the flat columns nest the
+  extra thresholds as f_mem_extra = {"0.5": f, ...}; they become f_mem_k0.5, ... columns
+  (a column already present wins)."""
+  extra = row.get("f_mem_extra")
+  if not isinstance(extra, dict):
+    return row
+  out = {k: v for k, v in row.items() if k != "f_mem_extra"}
+  for k, v in extra.items():
+    try:
+      name = f"f_mem_k{round(float(k), 4):g}"
+    except ValueError:
+      continue
+    out.setdefault(name, v)
+  return out
+
+
 def load_workdir(workdir: str) -> Sweep:
   """Reads config.json, runs.json and metrics.jsonl of a workdir (layout: notes/schema).
 
@@ -105,7 +122,7 @@ def load_workdir(workdir: str) -> Sweep:
   # A diverged run (runs.json, rows with `diverged`) is left out of the analysis and named
   # in the notes (see analyze).
   diverged = {int(r["run"]) for r in runs if r.get("diverged")}
-  rows = [r for r in fileio.read_jsonl(metrics_path)
+  rows = [flat_row(r) for r in fileio.read_jsonl(metrics_path)
           if isinstance(r, dict) and "run" in r and "step" in r and not r.get("diverged")
           and int(r["run"]) not in diverged]
   if not rows:
@@ -1003,6 +1020,32 @@ def interpret_phase(bounds: list[ts.PhaseBoundary]) -> list[str]:
 # ------------------------------------------------------------------ summary.json
 
 
+def alpha_verdict(s: SeriesResult) -> dict[str, Any] | None:
+  """What the sensitivity sentence of `interpret_tau_mem` concludes on alpha, short.
+
+  The same verdict (`exponent_verdict` of every fitted definition against 1): {"kind",
+  "num_definitions", "min", "max", "conclusion"}; None when tau_mem(n) is not fitted.
+  """
+  if s.tau_mem_cfit is None:
+    return None
+  entries = mem_entries(s)
+  v = exponent_verdict(entries, 1.0)
+  kind = v["kind"]
+  if kind == "all_contain":
+    text = "every interval contains 1: tau_mem ∝ n, as the paper finds"
+  elif kind == "all_above":
+    text = "every interval lies above 1: faster than n (the paper: alpha = 1)"
+  elif kind == "all_below" and all(_bounds(e)[0] > 0 for _, e in entries):
+    text = "every interval lies below 1: slower than n (the paper: alpha = 1)"
+  elif kind == "all_below":
+    text = "every interval lies below 1 and some reach 0: no significant growth with n"
+  else:
+    text = ("it depends on the onset definition: these runs do not settle alpha against "
+            "the paper's alpha = 1")
+  return {"kind": kind, "num_definitions": len(entries), "min": v["min"], "max": v["max"],
+          "conclusion": text}
+
+
 def summary_dict(a: Analysis) -> dict[str, Any]:
   """The content of summary.json."""
   runs = []
@@ -1045,6 +1088,7 @@ def summary_dict(a: Analysis) -> dict[str, Any]:
         "tau_mem_sensitivity": [row.to_dict() for row in s.mem_sensitivity],
         "tau_gen_sensitivity": [row.to_dict() for row in s.gen_sensitivity],
         "collapse": None if s.collapse is None else s.collapse.to_dict(),
+        "tau_mem_alpha_verdict": alpha_verdict(s),
     })
   return {
       "workdirs": a.workdirs,
@@ -1429,6 +1473,106 @@ def protocol_section(a: Analysis) -> list[str]:
     out += [f"- {d}" for d in diffs] if diffs else ["- none among the settings compared."]
     out.append("")
   return out
+
+
+# ------------------------------------------------------------------ terminal summary
+
+
+def _fmt_group_onset(d: Mapping[str, Any] | None) -> str:
+  """A group's onset (OnsetStats.to_dict) for the terminal, censoring in words."""
+  if not d:
+    return "–"
+  if d["status"] == ts.RIGHT_CENSORED:
+    return f"> {fmt(d['bound'])} (not reached)"
+  if d["status"] == ts.LEFT_CENSORED:
+    return f"<= {fmt(d['bound'])} (at the first evaluation)"
+  e = d.get("estimate")
+  if e is None:
+    return "–"
+  text = fmt(e["value"])
+  if e.get("lo") is not None and e.get("hi") is not None:
+    text += f" [{fmt(e['lo'])}, {fmt(e['hi'])}]"
+  censored = d["num_right_censored"] + d["num_left_censored"]
+  if censored:
+    text += f" ({censored} of {d['num_runs']} runs censored)"
+  return text
+
+
+def _window(gen: Mapping[str, Any] | None, mem: Mapping[str, Any] | None) -> str:
+  """The generalization window [tau_gen, tau_mem] of a group, from its onsets."""
+  if not gen or not mem:
+    return "–"
+  if gen["status"] == ts.LEFT_CENSORED:
+    start, g = f"<= {fmt(gen['bound'])}", None
+  elif gen.get("estimate") is not None:
+    g = gen["estimate"]["value"]
+    start = fmt(g)
+  else:
+    return "not resolved (no tau_gen)"
+  if mem["status"] == ts.RIGHT_CENSORED:
+    return f"{start} to > {fmt(mem['bound'])} (still open at the end)"
+  if mem["status"] == ts.LEFT_CENSORED:
+    return "none (memorizing from the first evaluation)"
+  if mem.get("estimate") is None:
+    return "not resolved (no tau_mem)"
+  m = mem["estimate"]["value"]
+  if g is not None and m <= g:
+    return f"none (tau_mem {fmt(m)} <= tau_gen {fmt(g)})"
+  ratio = f", x{fmt(m / g, 2)}" if g is not None and g > 0 else ""
+  return f"{start} to {fmt(m)} steps{ratio}"
+
+
+def terminal_summary(summary: Mapping[str, Any], report_path: str | None = None) -> list[str]:
+  """A few lines for the terminal from summary.json's content (`summary_dict`): per
+  series and n, tau_gen and tau_mem with censoring and the window between them, alpha
+  with its interval and the sensitivity verdict, and the report's path."""
+  out = []
+  for f in summary.get("fits", []):
+    groups = [g for g in summary.get("groups", [])
+              if g["width"] == f["width"] and g["lr"] == f["lr"]]
+    nruns = sum(g["num_runs"] for g in groups)
+    out.append(f"jaxdiff: summary, W={f['width']}, lr={f['lr']:g}: {nruns} runs, budget "
+               f"{fmt(f['budget'])} steps")
+    width = max([len(str(g["n"])) for g in groups] + [1])
+    for g in sorted(groups, key=lambda g: g["n"]):
+      out.append(f"  n={g['n']:<{width}}  tau_gen {_fmt_group_onset(g['tau_gen'])}; "
+                 f"tau_mem {_fmt_group_onset(g['tau_mem'])}; "
+                 f"window {_window(g['tau_gen'], g['tau_mem'])}")
+    cfit = f.get("tau_mem_vs_n_censored")
+    if cfit is None:
+      out.append("  alpha (tau_mem ~ n^alpha): not fitted (memorizing runs at fewer than two "
+                 "values of n)")
+    else:
+      a = cfit["exponents"]["n"]
+      interval = ("" if a.get("lo") is None or a.get("hi") is None
+                  else f" [{a['lo']:.2f}, {a['hi']:.2f}]")
+      conf = int(round(100 * cfit.get("conf", 0.95)))
+      line = (f"  alpha (tau_mem ~ n^alpha) = {a['value']:.2f}{interval} ({conf}%, "
+              f"{cfit['num_observed']} of {cfit['num_runs']} runs observed)")
+      v = f.get("tau_mem_alpha_verdict")
+      if v:
+        line += (f"; across {v['num_definitions']} onset definitions alpha is "
+                 f"{v['min']:.2f} to {v['max']:.2f}: {v['conclusion']}")
+      out.append(line)
+  if report_path:
+    out.append(f"jaxdiff: report written to {report_path}")
+  return out
+
+
+def summary_of_report(report_path: str) -> list[str]:
+  """`terminal_summary` of the summary.json beside report.md; only the path when there is
+  none (or it is not a diffusion sweep's, e.g. the random-features study)."""
+  path = os.path.join(os.path.dirname(report_path), "summary.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    summary = None
+  if not (isinstance(summary, dict) and isinstance(summary.get("fits"), list)
+          and isinstance(summary.get("groups"), list)
+          and all(isinstance(x, dict) and "budget" in x for x in summary["fits"])):
+    return [f"jaxdiff: report written to {report_path}"]
+  return terminal_summary(summary, report_path)
 
 
 # ------------------------------------------------------------------ entry points

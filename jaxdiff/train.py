@@ -5,7 +5,8 @@
 Data flow (design.md): config -> run table [M runs] -> data on device once -> stacked
 train state [M, ...] created in its sharding -> chunks of optimizer steps (one
 `lax.fori_loop` per dispatch, up to the next evaluation time) -> one jitted evaluation of
-all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report.
+all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report ->
+finished.json (a rerun of a finished workdir reads it and stops before loading anything).
 
 Per-run functions (train_step, evaluate.evaluate_run) are written for ONE run; they are
 lifted over the local slice of the models axis (`sharding.lift`: unroll or vmap) inside a
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -581,6 +585,8 @@ class Sweep:
     final = num_steps if stop_at_step is None else min(num_steps, stop_at_step)
     steps_to_eval = eval_times.evaluation_steps(config.eval, num_steps)
 
+    if is_main:  # this sweep may change what a previous finish recorded
+      _clear_finished(workdir)
     ckpt = checkpointing.Checkpointer(workdir, config.train.max_checkpoints, is_main=is_main)
     metrics = _Metrics(os.path.join(workdir, "metrics.jsonl"), table, is_main)
     abstract = programs.abstract_state(inputs)
@@ -729,17 +735,80 @@ class Sweep:
     if step >= num_steps and config.report.auto and is_main:
       from jaxdiff import report
       path = report.write_report([workdir])
+    message = None if not diverged else (
+        f"{len(diverged)} of {table.num_runs} runs diverged and were frozen at their last "
+        f"finite state: {names}; the other runs trained to step {step}; the diverged runs "
+        "are marked in runs.json and metrics.jsonl and listed in the report")
+    if step >= num_steps and is_main:
+      _mark_finished(workdir, config, path, message)
     if diverged:
-      raise TrainingDiverged(
-          f"{len(diverged)} of {table.num_runs} runs diverged and were frozen at their last "
-          f"finite state: {names}; the other runs trained to step {step}; the diverged runs "
-          "are marked in runs.json and metrics.jsonl and listed in the report", report=path)
+      raise TrainingDiverged(message, report=path)
     return path
 
 
+FINISHED_NAME = "finished.json"
+
+
+def _config_hash(config_dict: dict) -> str:
+  return hashlib.sha256(fileio.dumps(config_dict, sort_keys=True).encode()).hexdigest()
+
+
+def _metrics_stamp(workdir: str) -> list[int] | None:
+  """(size, mtime_ns) of metrics.jsonl: a finish no longer holds once rows changed."""
+  try:
+    st = os.stat(os.path.join(workdir, "metrics.jsonl"))
+  except OSError:
+    return None
+  return [st.st_size, st.st_mtime_ns]
+
+
+def _mark_finished(workdir: str, config, report_path: str | None,
+                   diverged: str | None) -> None:
+  """Writes finished.json: this config trained to train.num_steps and its report (if any)
+  is written. A rerun of the same command reads it instead of loading and compiling."""
+  report_rel = (None if report_path is None
+                else os.path.relpath(report_path, workdir))
+  fileio.atomic_write_json(os.path.join(workdir, FINISHED_NAME), {
+      "step": int(config.train.num_steps), "config_sha256": _config_hash(config.to_dict()),
+      "metrics": _metrics_stamp(workdir), "report": report_rel, "diverged": diverged})
+
+
+def _clear_finished(workdir: str) -> None:
+  try:
+    os.remove(os.path.join(workdir, FINISHED_NAME))
+  except FileNotFoundError:
+    pass
+
+
+def finished_marker(config, workdir: str) -> dict | None:
+  """finished.json of `workdir` when it records this very config (every key, the
+  resumable ones included: a longer train.num_steps trains on) trained to its end, the
+  stored config.json is compatible (jaxdiff.workdir) and metrics.jsonl is unchanged since;
+  else None. Reads three small files, nothing else."""
+  try:
+    with open(os.path.join(workdir, FINISHED_NAME), encoding="utf-8") as f:
+      marker = json.load(f)
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return None
+  current = config.to_dict()
+  if (not isinstance(marker, dict) or not isinstance(stored, dict)
+      or marker.get("step") != config.train.num_steps
+      or marker.get("config_sha256") != _config_hash(current)
+      or marker.get("metrics") != _metrics_stamp(workdir)
+      or workdir_lib.config_differences(stored, current)):
+    return None
+  return marker
+
+
 def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
-                       devices=None) -> str | None:
+                       devices=None, rewrite_report: bool = False) -> str | None:
   """Trains and evaluates every run of `config` in `workdir` (resuming it if it exists).
+
+  A workdir that this config already finished (`finished_marker`) is not touched: it says
+  so and returns its report's path, without loading data or compiling (one process only;
+  a multi-process launch resumes as before). `rewrite_report` rewrites that report.
 
   Args:
     config: a diffusion-sweep config (configs/base.py keys).
@@ -747,10 +816,29 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
     stop_at_step: stop (after checkpointing) once this many steps are done; for tests and
       for splitting long sweeps into jobs.
     devices: the devices of the mesh (default: all devices of all processes).
+    rewrite_report: on a finished workdir, write its report again.
 
   Returns:
-    The path of report.md when a report was written, else None.
+    The path of report.md when a report was written (or, finished, exists), else None.
   """
+  marker = (finished_marker(config, workdir)
+            if stop_at_step is None and jax.process_count() == 1 else None)
+  if marker is not None:
+    path = marker.get("report")
+    path = None if path is None else os.path.join(workdir, path)
+    steps = config.train.num_steps
+    if rewrite_report or (path is not None and not os.path.isfile(path)):
+      from jaxdiff import report
+      path = report.write_report([workdir])
+      _say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}); "
+           "its report is written again")
+    else:
+      _say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}): "
+           "nothing trained or rewritten (--rewrite_report writes its report again; a "
+           "larger --config.train.num_steps trains on)")
+    if marker.get("diverged"):
+      raise TrainingDiverged(marker["diverged"], report=path)
+    return path
   return Sweep(config, workdir, devices).run(stop_at_step)
 
 
@@ -809,6 +897,29 @@ class _Metrics:
     return [r.run for r in self.table.runs if (step, r.run) not in self.keys]
 
 
+def f_mem_column(k: float) -> str:
+  """The metrics.jsonl column of f_mem at an extra threshold k: "f_mem_k0.25"."""
+  return f"f_mem_k{round(float(k), 4):g}"
+
+
+def _digits(x) -> float:
+  """A float32-derived value with its 7 significant digits (float32 carries about 7.2:
+  more are conversion noise, 0.14f -> 0.140000000596); non-finite values pass through."""
+  x = float(x)
+  return float(f"{x:.7g}") if math.isfinite(x) else x
+
+
+def _fraction(x, total: int) -> float:
+  """A float32 fraction of `total` samples as the exact count / total where it is one
+  (f_mem, its bootstrap percentiles when they fall on a count), else `_digits`."""
+  x = float(x)
+  if math.isfinite(x) and total > 0:
+    count = round(x * total)
+    if abs(count / total - x) <= 1e-6 * max(1.0, abs(x)):
+      return count / total
+  return _digits(x)
+
+
 class _Writer:
   """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
 
@@ -837,12 +948,13 @@ class _Writer:
 
   def _quality(self, outs, r):
     if self.quality_kind == "gmm":
-      return float(outs["kl"][r]), None, "gmm_kl", "KL(P_theta || P_0) estimate (paper eqs. 26-28)"
+      return _digits(outs["kl"][r]), None, "gmm_kl", "KL(P_theta || P_0) estimate (paper eqs. 26-28)"
     if self.quality is None:
       return None, None, self.quality_kind, "none"
     mean, std = self.quality.distance(np.asarray(outs["q_mu"][r], np.float64),
                                       np.asarray(outs["q_sigma"][r], np.float64))
-    return float(mean), float(std), self.quality.name, self.quality.label
+    return (_digits(mean), None if std is None else _digits(std), self.quality.name,
+            self.quality.label)
 
   def _diverged_row(self, step, r, info, wall_time):
     cfg = self.config
@@ -853,7 +965,7 @@ class _Writer:
         width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
         model=cfg.model.name, loss=None, train_loss=None, train_loss_std=None,
         test_loss=None, test_loss_std=None, k=float(cfg.eval.k), f_mem=None, f_mem_lo=None,
-        f_mem_hi=None, f_mem_extra={str(round(float(k), 4)): None for k in cfg.eval.k_extra},
+        f_mem_hi=None, **{f_mem_column(k): None for k in cfg.eval.k_extra},
         ratio_median=None, num_samples=cfg.eval.num_samples, quality=None, quality_std=None,
         quality_name=q_name, quality_label=None, wall_time=float(wall_time),
         diverged=dict(info))
@@ -871,23 +983,24 @@ class _Writer:
         rows.append(self._diverged_row(step, r, diverged[i], wall_time))
         continue
       q, q_std, q_name, q_label = self._quality(outs, i)
+      frac = lambda v: _fraction(v, cfg.eval.num_samples)
       row = dict(
           step=int(step), run=i, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
           width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
           model=cfg.model.name,
-          loss=float(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else None,
-          train_loss=float(outs["train_loss"][i]), train_loss_std=float(outs["train_loss_std"][i]),
-          test_loss=float(outs["test_loss"][i]), test_loss_std=float(outs["test_loss_std"][i]),
-          k=float(cfg.eval.k), f_mem=float(outs["f_mem"][i, 0]),
-          f_mem_lo=float(outs["f_mem_lo"][i, 0]), f_mem_hi=float(outs["f_mem_hi"][i, 0]),
-          f_mem_extra={str(round(k, 4)): float(outs["f_mem"][i, j + 1])
-                       for j, k in enumerate(extra_ks)},
-          ratio_median=float(outs["ratio_median"][i]), num_samples=cfg.eval.num_samples,
+          loss=_digits(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else None,
+          train_loss=_digits(outs["train_loss"][i]),
+          train_loss_std=_digits(outs["train_loss_std"][i]),
+          test_loss=_digits(outs["test_loss"][i]), test_loss_std=_digits(outs["test_loss_std"][i]),
+          k=float(cfg.eval.k), f_mem=frac(outs["f_mem"][i, 0]),
+          f_mem_lo=frac(outs["f_mem_lo"][i, 0]), f_mem_hi=frac(outs["f_mem_hi"][i, 0]),
+          **{f_mem_column(k): frac(outs["f_mem"][i, j + 1]) for j, k in enumerate(extra_ks)},
+          ratio_median=_digits(outs["ratio_median"][i]), num_samples=cfg.eval.num_samples,
           quality=q, quality_std=q_std, quality_name=q_name, quality_label=q_label,
-          wall_time=float(wall_time))
+          wall_time=round(float(wall_time), 3))
       if "score_error" in outs:
-        row["score_error"] = float(outs["score_error"][i])
-        row["kl"] = float(outs["kl"][i])
+        row["score_error"] = _digits(outs["score_error"][i])
+        row["kl"] = _digits(outs["kl"][i])
       rows.append(row)
     self.pending = rows
     for row in rows:

@@ -34,7 +34,8 @@ from jaxdiff.errors import JaxdiffError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUMERIC = ("loss", "train_loss", "train_loss_std", "test_loss", "test_loss_std", "f_mem",
-           "f_mem_lo", "f_mem_hi", "f_mem_extra", "ratio_median", "quality", "quality_std")
+           "f_mem_lo", "f_mem_hi", "f_mem_k0.5", "f_mem_k0.25", "ratio_median", "quality",
+           "quality_std")
 # configs/test.py (6 runs, MLP on 8x8 digits) shortened: 40 steps, evaluations at 20 and 40.
 OVERRIDES = {"train.num_steps": 40, "eval.times": (20, 40), "train.steps_per_dispatch": 20,
              "report.auto": False}

@@ -79,13 +79,14 @@ class QualityMetric:
     return np.array([fid.frechet_distance(mu, sigma, m, s, sqrt_sigma2=r)
                      for (m, s), r in zip(self.ref_stats, self._ref_roots)])
 
-  def distance(self, mu, sigma) -> tuple[float, float]:
+  def distance(self, mu, sigma) -> tuple[float, float | None]:
     """Mean and std (ddof = 0, np.std's default) of the distances to the reference sets.
 
-    The paper's error bars are 2 x this std over its 5 sets; one set gives std 0.
+    The paper's error bars are 2 x this std over its 5 sets. With one set there is no
+    spread to measure: the std is None (not 0, which would read as a noiseless metric).
     """
     d = self.distances(mu, sigma)
-    return float(d.mean()), float(d.std())
+    return float(d.mean()), (float(d.std()) if d.size > 1 else None)
 
   def score(self, images: np.ndarray, *, batch_size: int = 250) -> tuple[float, float]:
     """`distance` of a host array of images (features in batches, moments in float64)."""
