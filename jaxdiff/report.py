@@ -121,10 +121,18 @@ def load_workdir(workdir: str) -> Sweep:
                        "anything yet (run or resume python -m jaxdiff.main on it)")
   # A diverged run (runs.json, rows with `diverged`) is left out of the analysis and named
   # in the notes (see analyze).
+  raw = [r for r in fileio.read_jsonl(metrics_path)
+         if isinstance(r, dict) and "run" in r and "step" in r]
+  # A run marked only in its rows counts as diverged as a whole, like one in runs.json.
+  by_id = {int(r["run"]): r for r in runs}
+  for row in sorted((r for r in raw if r.get("diverged")), key=lambda r: r["step"]):
+    entry = by_id.get(int(row["run"]))
+    if entry is not None and not entry.get("diverged"):
+      flag = row["diverged"]
+      entry["diverged"] = flag if isinstance(flag, dict) else {
+          "step": row["step"], "reason": "marked in metrics.jsonl"}
   diverged = {int(r["run"]) for r in runs if r.get("diverged")}
-  rows = [flat_row(r) for r in fileio.read_jsonl(metrics_path)
-          if isinstance(r, dict) and "run" in r and "step" in r and not r.get("diverged")
-          and int(r["run"]) not in diverged]
+  rows = [flat_row(r) for r in raw if not r.get("diverged") and int(r["run"]) not in diverged]
   if not rows:
     raise WorkdirError(f"{metrics_path} has no evaluation rows yet: run or resume the sweep "
                        "first")
@@ -523,9 +531,11 @@ def analyze(sweeps: Sequence[Sweep], settings: Mapping[str, Any]) -> Analysis:
     table = {int(r["run"]): r for r in sw.runs}
     for run_id, r in sorted(table.items()):
       if r.get("diverged"):
+        d = r["diverged"]
+        detail = (f" at step {d.get('step')} ({d.get('reason')})" if isinstance(d, dict)
+                  else "")
         notes.append(f"{sw.path}: run {run_id} (n={r.get('n')}, seed={r.get('seed')}, "
-                     f"lr={r.get('lr')}) diverged at step {r['diverged'].get('step')} "
-                     f"({r['diverged'].get('reason')}) and is left out.")
+                     f"lr={r.get('lr')}) diverged{detail} and is left out.")
     for step in sorted({int(row["step"]) for row in sw.rows}):
       lost = sorted(set(by_run) - {int(row["run"]) for row in sw.rows if row["step"] == step})
       if lost:
@@ -1156,6 +1166,13 @@ def runs_table(a: Analysis) -> list[dict[str, Any]]:
                final_quality=r.final("quality")[0], best_quality=best,
                best_quality_step=best_step, diverged=_diverged(a, r))
     out.append(row)
+  # Diverged runs are left out of the analysis but keep their row: who they were, no numbers.
+  for sw in a.sweeps:
+    for e in sw.runs:
+      if e.get("diverged"):
+        row = {k: e.get(k) for k in ("run", "n", "seed", "index", "lr", "width", "num_params")}
+        row.update(workdir=sw.path, diverged=True)
+        out.append(row)
   return out
 
 
@@ -1180,7 +1197,7 @@ def runs_csv(a: Analysis) -> str:
   w = csv.writer(buf, lineterminator="\n")
   w.writerow(RUNS_CSV_COLUMNS)
   for row in runs_table(a):
-    w.writerow([_csv_cell(row[k]) for k in RUNS_CSV_COLUMNS])
+    w.writerow([_csv_cell(row.get(k)) for k in RUNS_CSV_COLUMNS])
   return buf.getvalue()
 
 

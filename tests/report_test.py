@@ -262,7 +262,9 @@ def test_runs_csv_diverged_flag_and_rounding(tmp_path):
   import io
   parsed = list(csv.DictReader(io.StringIO(text)))
   assert [r["diverged"] for r in parsed] == ["False", "True"]
-  assert [r["final_f_mem"] for r in parsed] == ["0.14", "0.14"]  # float32 noise rounded
+  # float32 noise rounded; a diverged run is left out of the analysis: its row has no numbers
+  assert [r["final_f_mem"] for r in parsed] == ["0.14", ""]
+  assert parsed[1]["n"] == "16" and parsed[1]["tau_mem"] == ""
   # a diverged flag in the metrics rows counts too
   assert rows[-1]["run"] == 1 and rows[0]["run"] == 0
   rows[-1]["diverged"] = True
