@@ -20,7 +20,8 @@ def with_(config, key, value):
 
 
 BAD = [
-    ("data.dataset", "mnist", r"data.dataset = 'mnist': expected one of \('digits'"),
+    ("data.dataset", "mnist", r"data.dataset = 'mnist': expected one of digits, gmm, .*folder, "
+                              r"npz, npy, or tfds:NAME"),
     ("data.n_train", (), r"data.n_train = \(\): expected a non-empty tuple"),
     ("data.n_train", (16, 8), r"data.n_train = \(16, 8\): expected strictly increasing"),
     ("data.n_train", (8, 8), r"expected strictly increasing values without duplicates"),
