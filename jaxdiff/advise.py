@@ -44,7 +44,7 @@ import numpy as np
 from jaxdiff import checkpointing
 from jaxdiff import eval_times
 from jaxdiff import fileio
-from jaxdiff.errors import ConfigError, JaxdiffError
+from jaxdiff.errors import ConfigError, JaxdiffError, exit_with_error
 
 KEYS = ("n", "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_gen", "tau_gen_lo", "tau_gen_hi",
         "alpha", "recommended_steps", "pilot_sizes")
@@ -278,31 +278,28 @@ def main(argv: Sequence[str]) -> None:
   if not fv["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
-    _fail(f"unexpected arguments {list(argv[1:])}; use --config=... --workdir=... --n=N")
+    exit_with_error(f"unexpected arguments {list(argv[1:])}; use --config=... --workdir=... "
+                    "--n=N")
   try:
     config = fv.config
     if config is not None:
       config.get("experiment")
   except OSError as e:
-    _fail(f"--config: {' '.join(str(e).split())}")
+    exit_with_error(f"--config: {' '.join(str(e).split())}")
   if config is None:
-    _fail("--config is required, e.g. --config=configs/digits.py")
+    exit_with_error("--config is required, e.g. --config=configs/digits.py")
   if not fv.workdir:
-    _fail("--workdir is required: the pilots' workdir (advice.json is written there)")
+    exit_with_error("--workdir is required: the pilots' workdir (advice.json is written there)")
   if fv.n is None:
-    _fail("--n is required: the number of training images to advise for")
+    exit_with_error("--n is required: the number of training images to advise for")
   try:
     result = advise(config, fv.workdir, fv.n, pilot_sizes=fv.pilot_sizes, seeds=fv.seeds,
                     budget=fv.budget)
   except JaxdiffError as e:
-    _fail(" ".join(str(e).split()))
+    exit_with_error(" ".join(str(e).split()))
   print(result["paragraph"])
   print(f"jaxdiff: advice written to {os.path.join(fv.workdir, 'advice.json')} and advice.md")
 
-
-def _fail(message: str) -> None:
-  print(f"jaxdiff: error: {message}", file=sys.stderr)
-  sys.exit(2)
 
 
 if __name__ == "__main__":

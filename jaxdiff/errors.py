@@ -5,6 +5,16 @@ Programming errors are left as ordinary exceptions.
 """
 
 
+import sys
+
+
+def exit_with_error(message: str, code: int = 2) -> None:
+  """Prints `jaxdiff: error: MESSAGE` (one line) to stderr and exits with `code`: the end of
+  every command (main, plan, report, audit, advise) on a user mistake."""
+  print(f"jaxdiff: error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
 class JaxdiffError(Exception):
   """Base class of the errors caused by user input (config, data, workdir)."""
 

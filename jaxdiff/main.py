@@ -36,6 +36,7 @@ import jax
 from ml_collections import config_flags
 
 from jaxdiff import sharding
+from jaxdiff import errors
 from jaxdiff.errors import JaxdiffError
 
 FLAGS = flags.FLAGS
@@ -55,8 +56,7 @@ EXIT_STOPPED = 75   # = train.EXIT_STOPPED
 
 
 def _fail(message: str, code: int = EXIT_USER) -> None:
-  print(f"jaxdiff: error: {message}", file=sys.stderr)
-  sys.exit(code)
+  errors.exit_with_error(message, code)
 
 
 def _config_path(argv) -> str | None:
