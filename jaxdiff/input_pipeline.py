@@ -55,6 +55,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import contextlib
 import logging
 import math
 import os
@@ -703,8 +704,27 @@ class _TfdsSource:
     return iter(self._splits[split]())
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS's own warnings (absl's logger: "Variant folder ... has no dataset_info.json" twice
+  for an unprepared dataset) off while jaxdiff looks for the data: it explains a missing
+  dataset itself, in one line."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _open_tfds(name, spec, data_dir) -> _TfdsSource:
   """Opens the prepared splits without downloading; a clear DataError when they are missing."""
+  with _quiet_tfds():
+    return _open_tfds_quietly(name, spec, data_dir)
+
+
+def _open_tfds_quietly(name, spec, data_dir) -> _TfdsSource:
   shown_dir = data_dir or _default_tfds_dir()
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

@@ -642,3 +642,23 @@ def test_tfds_name_not_prepared_or_unknown(tmp_path):
   with pytest.raises(errors.ConfigError, match="an image dataset"):
     input_pipeline.load_dataset(_data_config(dataset="tfds:imdb_reviews",
                                              tfds_data_dir=str(tmp_path)))
+
+
+def test_unprepared_tfds_dataset_is_one_message_without_tfds_warnings(tmp_path):
+  """TFDS's own "Variant folder ... has no dataset_info.json" warnings (twice before) are
+  silenced: jaxdiff's one-line DataError says what to do."""
+  pytest.importorskip("tensorflow_datasets")
+  import io
+  import logging
+  buf = io.StringIO()
+  handler = logging.StreamHandler(buf)
+  logging.getLogger("absl").addHandler(handler)
+  try:
+    cfg = ml_collections.ConfigDict(dict(dataset="cifar10", image_size=32, grayscale=True,
+                                         tfds_data_dir=str(tmp_path)))
+    with pytest.raises(errors.DataError, match=r"tfds build cifar10 .*--file_format=array_record"):
+      input_pipeline.load_dataset(cfg, max_pool=100)
+  finally:
+    logging.getLogger("absl").removeHandler(handler)
+  assert "dataset_info.json" not in buf.getvalue()
+  assert logging.getLogger("absl").level < logging.ERROR  # restored afterwards
