@@ -53,6 +53,7 @@ import functools
 import json
 import os
 import re
+import sys
 import time
 import types
 from typing import Any
@@ -500,7 +501,8 @@ class Plan:
                    "generated together)")
     at_once = min(self.runs_per_device, c.train.models_group or self.runs_per_device)
     room = FIT_FRACTION * self.capacity - self.resident["total"]
-    if room > 0 and at_once > 1:
+    verdict = ""
+    if room > 0:
       # The programs' temporaries grow with the runs computed at once (activations: the
       # U-Net's at batch 512 are ~20 GiB a run); how many fit beside the resident state.
       per_run_extra = max(self.chunk.extra, self.evaluation.extra) / at_once
@@ -508,11 +510,17 @@ class Plan:
       if 1 <= fit < at_once:
         hints.append(f"train.models_group={fit} (computes {fit} of the device's "
                      f"{self.runs_per_device} runs at a time, ~{human(per_run_extra)} each)")
-    if self.runs_per_device > 1:
+      elif fit == 0:
+        verdict = (f"; one run at a time does not fit either (~{human(per_run_extra)} of "
+                   f"temporaries per run, {human(room)} free beside the resident state)")
+    # Fewer runs per device shrink the resident state; with models_group set, the
+    # temporaries no longer grow with the runs of a device.
+    if self.runs_per_device > 1 and (room <= 0 or not c.train.models_group):
       hints.append(f"fewer runs per device (now {self.runs_per_device}: {self.num_runs} runs "
                    f"on {self.mesh_shape[sharding.MODELS]} 'models' devices): more devices, "
                    "or fewer runs per job (split data.n_train or data.seeds over jobs)")
-    if which == "the train step":
+    num_devices = int(np.prod([int(v) for v in self.mesh_shape.values()]))
+    if which == "the train step" and 2 * c.train.data_parallel <= num_devices:
       if self.table.batch % (2 * c.train.data_parallel) == 0:
         hints.append(f"train.data_parallel={2 * c.train.data_parallel} (splits each run's "
                      f"batch of {self.table.batch} over devices)")
@@ -527,8 +535,10 @@ class Plan:
     return (f"does not fit: the resident state and data ({human(self.resident['total'])}) "
             f"plus {which}'s temporaries ({human(extra)}) need ~{human(self.estimate)} per "
             f"device, more than {FIT_FRACTION:.0%} of {human(self.capacity)} "
-            f"({self.capacity_source}); "
-            "change: " + "; or ".join(hints))
+            f"({self.capacity_source}){verdict}; "
+            "change: " + "; or ".join(hints)
+            + ("" if self.capacity_source == "--device_memory" else
+               " (rehearse another card's memory with --device_memory=80GB)"))
 
 
 # ------------------------------------------------------------------------ roofline
@@ -737,7 +747,8 @@ def _fit_choice(options: list[MemoryOption], capacity: float) -> MemoryOption | 
 
 
 def make_plan(config, devices=None, *, device_memory: int | None = None,
-              probe_steps: int = 10, config_name: str = "", roofline: bool = True) -> Plan:
+              probe_steps: int = 10, config_name: str = "", roofline: bool = True,
+              progress=None) -> Plan:
   """Compiles the sweep's programs from shapes, measures them, and probes the chunk.
 
   Args:
@@ -749,13 +760,20 @@ def make_plan(config, devices=None, *, device_memory: int | None = None,
     roofline: also compile one model-step alone (`step_cost`: the roofline) and, for a
       U-Net, count the saved activations of every model.remat x model.dtype combination
       (`memory_options`).
+    progress: called with a line before each long step (compiles take minutes for a
+      U-Net on a CPU), e.g. print.
   """
+  say = progress or (lambda message: None)
   sweep = AbstractSweep(config, devices)
+  say(f"compiling the train chunk ({sweep.table.num_runs} runs, {sweep.runs_per_device} per "
+      "device) ...")
   t0 = time.time()
   chunk = sweep.lower_chunk().compile()
   t1 = time.time()
+  say(f"compiled in {t1 - t0:.0f} s; compiling the evaluation ...")
   evaluation = sweep.lower_evaluate().compile()
   t2 = time.time()
+  say(f"compiled in {t2 - t1:.0f} s")
   device = sweep.mesh.devices.flat[0]
   if device_memory is None:
     capacity, source = device_capacity(device)
@@ -771,10 +789,12 @@ def make_plan(config, devices=None, *, device_memory: int | None = None,
       collectives={"chunk": collectives(chunk), "evaluate": collectives(evaluation)},
       table=sweep.table, config=config, device_kind=getattr(device, "device_kind", ""))
   if roofline:
+    say("compiling one model-step alone for the roofline ...")
     plan.step = step_cost(sweep)
     if hasattr(sweep.model, "remat"):
       plan.options = memory_options(sweep, plan)
   if probe_steps > 0 and plan.fits:
+    say(f"probing {probe_steps} steps ...")
     state, inputs, pool, steps = sweep.concrete(probe_steps)
     state = chunk(state, inputs, pool, steps)  # warm-up: first-call costs
     jax.block_until_ready(state)
@@ -820,7 +840,10 @@ def main(argv) -> None:
       raise ConfigError("experiment", config.experiment, "'diffusion' (plans are for sweeps)")
     plan = make_plan(config, device_memory=capacity, probe_steps=fv.probe_steps,
                      config_name=config_flags.get_config_filename(fv["config"]),
-                     roofline=fv.roofline)
+                     roofline=fv.roofline,
+                     progress=(lambda m: print(f"jaxdiff: plan: {m}", file=sys.stderr,
+                                               flush=True))
+                     if jax.process_index() == 0 else None)
   except JaxdiffError as e:
     cli._fail(str(e))
   if jax.process_index() == 0:

@@ -159,3 +159,21 @@ def test_fit_choice_prefers_float32_and_the_least_recomputation():
   assert (plan._fit_choice(opts, 30 * gb).remat, plan._fit_choice(opts, 30 * gb).dtype) == (
       "full", "bfloat16")                                       # only 20 <= 27
   assert plan._fit_choice(opts, 10 * gb) is None
+
+
+def test_refusal_is_consistent_with_the_machine_and_says_when_nothing_fits():
+  """One device, one run computed at a time, and not even that fits: no data_parallel
+  beyond the device count, no 'fewer runs per device' when models_group is already set,
+  a verdict that one run at a time does not fit, and --device_memory named."""
+  result = run_plan("--device_memory=1200000", "--probe_steps=0",
+                    "--config.train.models_group=1", devices=1)
+  assert result.returncode == 2, result.stderr[-3000:]
+  (error,) = [l for l in result.stderr.splitlines() if l.startswith("jaxdiff: error:")]
+  assert "one run at a time does not fit either" in error, error
+  assert "train.data_parallel" not in error and "fewer runs per device" not in error, error
+  assert "train.models_group=" not in error, error
+  # Progress lines while compiling, before the verdict.
+  assert "jaxdiff: plan: compiling the train chunk" in result.stderr
+  result = run_plan("--device_memory=800000", "--probe_steps=0", "--roofline=false")
+  (error,) = [l for l in result.stderr.splitlines() if l.startswith("jaxdiff: error:")]
+  assert "rehearse" not in error  # already given

@@ -20,3 +20,16 @@ def test_memorization_example_runs(tmp_path):
   # The stand-in sampler copies a fraction step / 40,000 of its samples: 0 -> ~0.75.
   assert len(fractions) == 4 and fractions[0] == 0.0 and fractions[-1] > 0.5
   assert os.path.getsize(tmp_path / "copies.png") > 1000
+
+
+def test_cpu_install_does_not_pull_gpu_wheels():
+  """The test extra needs no torch, and the README installs PyTorch's CPU wheels before the
+  torch extra (plain `pip install torch` pulls the CUDA build: 6.5 GB on a CPU machine)."""
+  import tomllib
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+  assert not any(d.split(">")[0].split("=")[0].strip() in ("torch", "torchvision")
+                 for d in extras["test"])
+  text = open(os.path.join(ROOT, "README.md")).read()
+  cpu = text.index("pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu")
+  assert cpu < text.index("pip install -e '.[test,torch]'")
