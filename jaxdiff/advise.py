@@ -10,7 +10,7 @@ trainer (`jaxdiff.train.train_and_evaluate`): DIR is a normal resumable workdir 
 metrics, checkpoints and report.md, and rerunning the same command on it does not
 retrain. From the pilots' onsets (the report's definitions: tau_mem where f_mem first
 exceeds report.tau_mem_threshold, tau_gen where the quality reaches its plateau) it fits,
-with the censoring-aware maximum likelihood of `jaxdiff.fits`,
+with the censoring-aware maximum likelihood of `jaxdiff.findings.fits`,
 
   log tau_mem = log c + alpha log(n / N) + sigma eps                          (1)
 
@@ -145,7 +145,11 @@ def advise(config, workdir: str, n: int, *, pilot_sizes: str = "auto", seeds: st
   Returns:
     The advice dict (advice.json), with "paragraph".
   """
-  from jaxdiff import fits, report, train  # pylint: disable=g-import-not-at-top
+  from jaxdiff import train  # pylint: disable=g-import-not-at-top
+  from jaxdiff.findings import fits  # pylint: disable=g-import-not-at-top
+  from jaxdiff.findings.analysis import analyze  # pylint: disable=g-import-not-at-top
+  from jaxdiff.findings.settings import settings_from_config  # pylint: disable=g-import-not-at-top
+  from jaxdiff.findings.workdirs import load_workdir  # pylint: disable=g-import-not-at-top
 
   if isinstance(n, bool) or not isinstance(n, int) or n < 2:
     raise ConfigError("--n", n, "an integer >= 2, the number of training images to advise for")
@@ -174,9 +178,9 @@ def advise(config, workdir: str, n: int, *, pilot_sizes: str = "auto", seeds: st
     train.train_and_evaluate(cfg, workdir)
     resumed = False
 
-  sweep = report.load_workdir(workdir)
-  settings = report.settings_from_config(sweep.config)
-  analysis = report.analyze([sweep], settings)
+  sweep = load_workdir(workdir)
+  settings = settings_from_config(sweep.config)
+  analysis = analyze([sweep], settings)
   runs = analysis.runs
   mem = _predict(fits, runs, [r.tau_mem for r in runs], n, settings)
   gen = _predict(fits, runs, [r.tau_gen for r in runs], n, settings)

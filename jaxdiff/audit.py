@@ -275,7 +275,7 @@ def markdown(result: dict) -> str:
 
 
 def _write(workdir, result, samples, train, s: SetScore, h: SetScore | None, ks) -> None:
-  from jaxdiff.metrics import grids
+  from jaxdiff.findings import grids
   os.makedirs(workdir, exist_ok=True)
   grids.save_gap_ratio_histogram(os.path.join(workdir, "gap_ratios.png"), s.ratios,
                                  None if h is None else h.ratios, ks)

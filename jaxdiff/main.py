@@ -7,7 +7,7 @@
 
 Rerunning a command on the same workdir resumes it. The experiment is chosen by
 `config.experiment`: "diffusion" (the sweep trainer, jaxdiff.train) or "random_features"
-(the theory study, jaxdiff.theory.study). Every failure a user can cause or meet ends
+(the theory study, jaxdiff.rf_study). Every failure a user can cause or meet ends
 with one `jaxdiff: error:` line naming the key or file. Exit codes:
 
   0   finished
@@ -217,8 +217,8 @@ def run(config, workdir: str):
     from jaxdiff import train
     return train.train_and_evaluate(config, workdir, rewrite_report=_REWRITE_REPORT.value)
   if experiment == "random_features":
-    from jaxdiff.theory import study
-    return study.run_study(config, workdir)
+    from jaxdiff import rf_study
+    return rf_study.run_study(config, workdir)
   from jaxdiff.errors import ConfigError
   raise ConfigError("experiment", experiment, f"one of {EXPERIMENTS}")
 
@@ -252,7 +252,7 @@ def main(argv):
     result = run(config, _WORKDIR.value)
   except train.TrainingDiverged as e:
     if e.report:
-      from jaxdiff import report
+      from jaxdiff.findings import report
       print("\n".join(report.summary_of_report(e.report)))
     _fail(str(e), EXIT_DIVERGED)
   except train.StoppedBySignal as e:
@@ -264,7 +264,7 @@ def main(argv):
     _fail("stopped at once by a second signal; the last checkpoint is kept: rerun the "
           "same command to resume from it", EXIT_STOPPED)
   if result:  # the report's own numbers, from its summary.json
-    from jaxdiff import report
+    from jaxdiff.findings import report
     print("\n".join(report.summary_of_report(result)))
 
 

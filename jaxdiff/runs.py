@@ -9,7 +9,7 @@ A run's random key depends only on (config.seed, the run's seed), never on its p
 the table or on the device count: the same run gives the same numbers alone, inside any
 sweep, and on any mesh. Runs that share a seed therefore share their initial parameters
 and their noise draws across n, so they are not independent points: the report's seed
-bootstrap (jaxdiff.fits) resamples seeds whole. This is jaxdiff's choice, not the paper's:
+bootstrap (jaxdiff.findings.fits) resamples seeds whole. This is jaxdiff's choice, not the paper's:
 the authors' run_Unet.py sets no seed, so each of their runs started from its own draw.
 """
 

@@ -733,7 +733,7 @@ class Sweep:
           f"{workdir} (runs.json says where); lower optim.lr in a new --workdir")
     path = None
     if step >= num_steps and config.report.auto and is_main:
-      from jaxdiff import report
+      from jaxdiff.findings import report
       path = report.write_report([workdir])
     message = None if not diverged else (
         f"{len(diverged)} of {table.num_runs} runs diverged and were frozen at their last "
@@ -828,7 +828,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
     path = None if path is None else os.path.join(workdir, path)
     steps = config.train.num_steps
     if rewrite_report or (path is not None and not os.path.isfile(path)):
-      from jaxdiff import report
+      from jaxdiff.findings import report
       path = report.write_report([workdir])
       _say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}); "
            "its report is written again")
@@ -1021,7 +1021,7 @@ class _Writer:
     ids = [i for i in self.grid_runs if i not in diverged]
     if ids and self.table.num_runs and cfg.eval.grid_samples > 0 and (
         outs["grid_samples"].ndim == 5):
-      from jaxdiff.metrics import grids
+      from jaxdiff.findings import grids
       runs = {r.run: r for r in self.table.runs}
       grids.save_sample_grid(
           os.path.join(self.workdir, "samples", f"step_{step:09d}.png"),

@@ -1,13 +1,12 @@
 """Tests of the sample / nearest-neighbour PNG grids."""
 
-import json
 import os
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from jaxdiff.metrics import grids
+from jaxdiff.findings import grids
 
 _RED = np.array([0.85, 0.1, 0.1])
 
@@ -65,15 +64,18 @@ def test_rgb_and_bad_shapes(tmp_path):
                            [], "t")
 
 
-def test_step_grid_writes_png_and_json(tmp_path):
+def test_step_grid_writes_png(tmp_path):
+  # The trainer's per-step grid: samples/step_<step>.png through save_sample_grid (the
+  # directory is created; a NaN ratio, a sample never compared, is drawn unframed).
   rng = np.random.default_rng(2)
   samples = rng.random((2, 2, 8, 8, 1))
-  runs = [{"run": 0, "n": 8, "seed": 0, "lr": 0.01}, {"run": 5, "n": 64, "seed": 1, "lr": 0.01}]
-  png, js = grids.save_step_grid(str(tmp_path / "samples"), 1200, samples, samples,
-                                 np.array([[0.1, 0.5], [np.nan, 0.2]]), 1 / 3, runs,
-                                 nearest_indices=np.array([[3, 4], [0, 7]]))
-  assert png.endswith("step_000001200.png") and os.path.exists(png)
-  meta = json.load(open(js))
-  assert meta["step"] == 1200 and meta["png"] == "step_000001200.png"
-  assert [r["run"] for r in meta["rows"]] == [0, 5]
-  assert meta["rows"][1]["ratios"][0] is None and meta["rows"][1]["nearest_index"] == [0, 7]
+  png = str(tmp_path / "samples" / "step_000001200.png")
+  layout = grids.save_sample_grid(png, samples, samples, np.array([[0.1, 0.5], [np.nan, 0.2]]),
+                                  1 / 3, ["n=8 seed=0", "n=64 seed=1"], "step 1200")
+  assert os.path.exists(png) and os.listdir(tmp_path / "samples") == ["step_000001200.png"]
+  image = mpimg.imread(png)
+  assert image.shape[:2] == layout.size
+  y0, x0, _, _ = layout.sample_boxes[1][0]
+  assert not np.allclose(image[y0 - 2, x0 - 2, :3], _RED, atol=2 / 255)
+  y0, x0, _, _ = layout.sample_boxes[0][0]
+  assert np.allclose(image[y0 - 2, x0 - 2, :3], _RED, atol=2 / 255)

@@ -7,8 +7,9 @@
 
 Modules: constants (Gauss-Hermite GEP constants), spectrum (Theorems 3.1 and 3.2),
 empirical (U, V, U_tilde from their definitions and Gaussian equivalents), dynamics
-(closed-form training curves), simulation (gradient descent as in the paper), analysis
-(onsets, fits), study (the one-command study), figures and report.
+(closed-form training curves), simulation (gradient descent as in the paper). Pure math:
+the study's driver is jaxdiff.rf_study, its onsets, fits, figures and report are
+jaxdiff.findings' (timescales, rf_figures, rf_report).
 """
 
 from jaxdiff.theory.constants import GEPConstants, gep_constants

@@ -320,6 +320,25 @@ def _support_interval(grid: np.ndarray, rho: np.ndarray, rel_threshold: float = 
   return int(idx[0]), int(idx[-1])
 
 
+def support_intervals(grid, rho, rel_threshold: float = 1e-4) -> list[tuple[float, float]]:
+  """The intervals [lo, hi] of the grid on which rho > rel_threshold * max(rho): the
+  support of a sampled density, one interval per bulk."""
+  grid, rho = np.asarray(grid), np.nan_to_num(np.asarray(rho))
+  on = rho > rel_threshold * rho.max()
+  out = []
+  i = 0
+  while i < len(on):
+    if on[i]:
+      j = i
+      while j + 1 < len(on) and on[j + 1]:
+        j += 1
+      out.append((float(grid[i]), float(grid[j])))
+      i = j + 1
+    else:
+      i += 1
+  return out
+
+
 def lambda_min(psi_p: float, psi_n: float, t: float, sigma_x: float = 1.0,
                activation: str = "tanh") -> float:
   """Left edge of rho_1: s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2 (Theorem 3.2)."""

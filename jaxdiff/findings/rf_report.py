@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from jaxdiff import fileio
-from jaxdiff.theory import analysis
-from jaxdiff.theory import figures
+from jaxdiff.findings import rf_figures
+from jaxdiff.findings import timescales
 from jaxdiff.theory import spectrum
 
 # paper.md 2.2 (tanh, sigma_x = 1): t -> (a_t, b_t, v_t^2, s_t^2).
@@ -40,8 +40,8 @@ def spectrum_summary(case: dict, st: dict, activation: str) -> dict:
              delta_mass=_f(st["delta_mass"]), mass_region1=_f(st["mass1"]),
              mass_region2=_f(st["mass2"]),
              total_mass=_f(st["delta_mass"]) + _f(st["mass1"]) + _f(st["mass2"]),
-             thm31_support_region1=analysis.support_intervals(st["grid1"], st["rho1"]),
-             thm31_support_region2=analysis.support_intervals(st["grid2"], st["rho2"]),
+             thm31_support_region1=spectrum.support_intervals(st["grid1"], st["rho1"]),
+             thm31_support_region2=spectrum.support_intervals(st["grid2"], st["rho2"]),
              thm32_rho1_support=list(r1), thm32_rho2_support=list(r2),
              ge_d=int(st["eig_ge"].size // round(case["psi_p"])),
              ge_counts={"delta": int(st["ge_delta_count"]), "region1": int(st["ge_count1"]),
@@ -54,6 +54,37 @@ def spectrum_summary(case: dict, st: dict, activation: str) -> dict:
   return out
 
 
+def _onset(taus, test, gen, rise: float) -> float:
+  """The onset of the L_gen rise (timescales.rise_onset after the test-loss minimum); NaN
+  when it never rises that much or the test loss is not finite throughout."""
+  if not np.all(np.isfinite(test)):
+    return math.nan
+  o = timescales.rise_onset(taus, test, gen, rise=rise)
+  return o.value if o.observed else math.nan
+
+
+def _spread(values) -> float:
+  """max / min of the onsets (1: a perfect collapse); NaN when one is missing."""
+  v = np.asarray(values, np.float64)
+  if not np.all(np.isfinite(v)) or np.any(v <= 0):
+    return math.nan
+  s = timescales.spread(v)
+  return math.nan if s is None else s
+
+
+def escore_fit(es: dict) -> dict | None:
+  """E*_score = c psi_n^slope: the seed mean weighted by the seeds' spread (with more than
+  one seed), by timescales.fit_power_law; {"slope", "slope_stderr", "prefactor"}, or None
+  with a single psi_n."""
+  estar = es["estar"]
+  fit = timescales.fit_power_law(es["psi_n"], estar.mean(axis=0), name="psi_n",
+                                 y_err=estar.std(axis=0) if estar.shape[0] > 1 else None)
+  if fit is None:
+    return None
+  return {"slope": fit.alpha.value, "slope_stderr": fit.stderrs[0],
+          "prefactor": fit.prefactor.value}
+
+
 def simulation_summary(sim: dict, rf) -> tuple[dict, dict]:
   """Onsets of the L_gen rise (simulation and exact), their collapse, and agreement."""
   taus, tau_mem = sim["taus"], sim["tau_mem"]
@@ -62,8 +93,7 @@ def simulation_summary(sim: dict, rf) -> tuple[dict, dict]:
     for kind in onsets:
       test = sim[f"{kind}_test"][:, :, r].mean(axis=1)
       gen = sim[f"{kind}_gen"][:, :, r].mean(axis=1)
-      onsets[kind].append(analysis.onset_time(taus, test, gen, rf.onset_rise)
-                          if np.all(np.isfinite(test)) else math.nan)
+      onsets[kind].append(_onset(taus, test, gen, rf.onset_rise))
   out = dict(d=int(sim["d"]), p=int(sim["p"]), n=[int(v) for v in sim["ns"]],
              psi_p=rf.psi_p, psi_n=list(rf.psi_n), t=rf.t, num_seeds=rf.num_seeds,
              optimizer=rf.optimizer, lr=_f(sim["lr"]), dtau=_f(sim["dtau"]),
@@ -73,8 +103,8 @@ def simulation_summary(sim: dict, rf) -> tuple[dict, dict]:
     v = np.asarray(values)
     out[f"onset_{kind}"] = [float(x) for x in v]
     out[f"onset_over_tau_mem_{kind}"] = [float(x) for x in v / tau_mem]
-    out[f"onset_spread_{kind}"] = analysis.spread(v)
-    out[f"onset_over_tau_mem_spread_{kind}"] = analysis.spread(v / tau_mem)
+    out[f"onset_spread_{kind}"] = _spread(v)
+    out[f"onset_over_tau_mem_spread_{kind}"] = _spread(v / tau_mem)
   agree = {}
   if np.all(np.isfinite(sim["exact_train"])):
     for k in ("train", "test", "gen", "score"):
@@ -112,8 +142,7 @@ def write_report(workdir: str, config, results: dict, timings: dict) -> str:
 
   hm = results["heatmap"]
   es = results["escore"]
-  fit = analysis.power_law_fit(es["psi_n"], es["estar"].mean(axis=0),
-                               es["estar"].std(axis=0) if es["estar"].shape[0] > 1 else None)
+  fit = escore_fit(es)
   summary = {
       "constants": constants,
       "spectrum": spec,
@@ -132,12 +161,12 @@ def write_report(workdir: str, config, results: dict, timings: dict) -> str:
   }
   fileio.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
 
-  figures.spectrum_figure(results["cases"], results["spectrum"],
+  rf_figures.spectrum_figure(results["cases"], results["spectrum"],
                           os.path.join(out_dir, "fig4_14_spectrum.png"))
-  figures.losses_figure(results["simulation"], rf.psi_n, onsets,
+  rf_figures.losses_figure(results["simulation"], rf.psi_n, onsets,
                         os.path.join(out_dir, "fig5ab_losses.png"))
-  figures.heatmap_figure(hm, os.path.join(out_dir, "fig5c_heatmap.png"))
-  figures.escore_figure(es, fit, os.path.join(out_dir, "fig13_escore.png"))
+  rf_figures.heatmap_figure(hm, os.path.join(out_dir, "fig5c_heatmap.png"))
+  rf_figures.escore_figure(es, fit, os.path.join(out_dir, "fig13_escore.png"))
   fileio.atomic_write_text(os.path.join(out_dir, "report.md"), _markdown(summary))
   return out_dir
 
@@ -157,10 +186,19 @@ def _escore_comparison(es: dict) -> str:
   if es["psi_p"] != PAPER_ESCORE_PSI_P or es["t"] != 0.01:
     return (paper + f"; this setting (psi_p = {es['psi_p']:g}, t = {es['t']:g}) is not the "
             "paper's, so the two slopes are not expected to agree.")
+  if es["fit"] is None or es["fit"]["slope_stderr"] is None:
+    return paper + ": this fit has no standard error (fewer than three psi_n)."
   slope, err = es["fit"]["slope"], es["fit"]["slope_stderr"]
   within = abs(slope - es["paper_slope"]) <= 2 * err
   return (paper + f": {'within' if within else 'outside'} two standard errors of this fit"
           + ("" if es["d"] >= 24 else f" (at d = {es['d']} finite-size effects are large)") + ".")
+
+
+def _fit_text(fit: dict | None) -> str:
+  if fit is None:
+    return "no fit (a single psi_n)"
+  err = "" if fit["slope_stderr"] is None else f" +- {fit['slope_stderr']:.3f}"
+  return f"fitted slope {fit['slope']:.3f}{err}"
 
 
 def _markdown(s: dict) -> str:
@@ -189,7 +227,7 @@ def _markdown(s: dict) -> str:
     sup2 = f"[{sup2[0][0]:.3g}, {sup2[-1][1]:.3g}]" if sup2 else "-"
     lines.append(
         f"| {c['psi_p']:g} | {c['psi_n']:g} | {c['t']:g} | "
-        f"{figures.covariance_label(c['cov_eigs'], c.get('cov_weights'))} | "
+        f"{rf_figures.covariance_label(c['cov_eigs'], c.get('cov_weights'))} | "
         f"{c['delta_mass']:.4f} | {c['mass_region1']:.4f} | {c['mass_region2']:.5f} | "
         f"{c['total_mass']:.5f} | {sup2} | [{c['thm32_rho1_support'][0]:.4g}, "
         f"{c['thm32_rho1_support'][1]:.4g}] | [{c['thm32_rho2_support'][0]:.4g}, "
@@ -200,7 +238,7 @@ def _markdown(s: dict) -> str:
   for c in s["spectrum"]:
     iv = ", ".join(f"[{a:.4g}, {b:.4g}]" for a, b in c["thm31_support_region1"])
     lines.append(f"- psi_n = {c['psi_n']:g}, "
-                 f"{figures.covariance_label(c['cov_eigs'], c.get('cov_weights'))}: {iv}")
+                 f"{rf_figures.covariance_label(c['cov_eigs'], c.get('cov_weights'))}: {iv}")
   mc = [c for c in s["spectrum"] if "mc_d" in c]
   if mc:
     c = mc[0]
@@ -242,8 +280,8 @@ def _markdown(s: dict) -> str:
   es = s["escore"]
   lines += ["", "## E*_score vs psi_n (Fig. 13)", "", "![escore](fig13_escore.png)", "",
             f"psi_p = {es['psi_p']:g}, t = {es['t']:g}, d = {es['d']} (Gaussian-equivalent "
-            f"closed form, gradient flow): fitted slope {es['fit']['slope']:.3f} +- "
-            f"{es['fit']['slope_stderr']:.3f}. " + _escore_comparison(es), "",
+            f"closed form, gradient flow): {_fit_text(es['fit'])}. " + _escore_comparison(es),
+            "",
             "| psi_n | E*_score | std | tau* (median) |", "|---|---|---|---|"]
   for i, pn in enumerate(es["psi_n"]):
     lines.append(f"| {pn:g} | {es['estar_mean'][i]:.4g} | {es['estar_std'][i]:.2g} | "

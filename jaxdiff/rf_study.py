@@ -15,7 +15,11 @@ workdir redoes only what is missing; the workdir's config.json must match the co
                    (Fig. 5C)
   escore           E*_score = min_tau E_score vs psi_n and its power-law exponent (Fig. 13)
 
-then DIR/report/ (figures, summary.json, report.md) from jaxdiff.theory.report.
+then DIR/report/ (figures, summary.json, report.md) from jaxdiff.findings.rf_report.
+
+The driver of the study, beside jaxdiff.train (the sweep's): it claims the workdir, caches
+the stages and shows progress; the math it runs is jaxdiff.theory's (pure: no files, no
+plots, no progress bars) and the report is jaxdiff.findings'.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def _positive(rf, key: str, integer: bool = False, allow_zero: bool = False) -> 
 def validate_config(config) -> None:
   """Raises ConfigError(key, value, expected) for the first bad value of the study."""
   _check(config.get("experiment") == "random_features", "experiment",
-         config.get("experiment"), "'random_features' for jaxdiff.theory.study")
+         config.get("experiment"), "'random_features' for jaxdiff.rf_study")
   _check(isinstance(config.get("seed"), int) and config.seed >= 0, "seed", config.get("seed"),
          "a non-negative integer")
   _check("rf" in config, "rf", None, "the rf block of configs/random_features.py")
@@ -414,5 +418,5 @@ def _run_stages(config, workdir: str) -> str:
   results["escore"] = cached(
       workdir, "escore", lambda: compute_escore(rf, config.seed), timings)
   timings["total"] = {"seconds": round(time.time() - start, 2), "cached": False}
-  from jaxdiff.theory import report  # matplotlib only when writing the report
-  return report.write_report(workdir, config, results, timings)
+  from jaxdiff.findings import rf_report  # matplotlib only when writing the report
+  return rf_report.write_report(workdir, config, results, timings)

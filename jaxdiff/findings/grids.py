@@ -13,7 +13,6 @@ Usage:
 
   save_sample_grid("grid.png", samples, neighbours, ratios, k=1/3,
                    row_titles=["n=1024 seed 0"], title="step 1620000")
-  save_step_grid(workdir + "/samples", step, samples, neighbours, ratios, k, runs)
 """
 
 from __future__ import annotations
@@ -150,45 +149,6 @@ def save_sample_grid(path: str, samples, neighbours, ratios, k: float,
   data, layout = render_sample_grid(samples, neighbours, ratios, k, row_titles, title, scale)
   fileio.atomic_write_bytes(path, data)
   return layout
-
-
-def _run_title(run: dict) -> str:
-  parts = [f"run {run['run']}"] if "run" in run else []
-  for key in ("n", "seed", "index", "lr", "width"):
-    if key in run:
-      parts.append(f"{key}={run[key]:g}" if isinstance(run[key], float) else f"{key}={run[key]}")
-  return "  ".join(parts)
-
-
-def save_step_grid(samples_dir: str, step: int, samples, neighbours, ratios, k: float,
-                   runs: Sequence[dict], nearest_indices=None) -> tuple[str, str]:
-  """The workdir's `samples/step_{step:09d}.png` and the `.json` saying which runs it shows.
-
-  Args:
-    samples_dir: the workdir's samples/ directory.
-    step: the evaluation step.
-    samples, neighbours, ratios, k: as for `save_sample_grid` (row r shows runs[r]).
-    runs: R rows of the run table (dicts with "run", "n", "seed", ...).
-    nearest_indices: optional [R, G] training-set indices of the neighbours.
-
-  Returns:
-    (png path, json path).
-  """
-  base = os.path.join(samples_dir, f"step_{step:09d}")
-  save_sample_grid(base + ".png", samples, neighbours, ratios, k,
-                   [_run_title(r) for r in runs], f"step {step}")
-  ratios = np.asarray(ratios, np.float64)
-  rows = []
-  for r, run in enumerate(runs):
-    row = dict(run)
-    row["ratios"] = [float(v) for v in ratios[r]]
-    if nearest_indices is not None:
-      row["nearest_index"] = [int(v) for v in np.asarray(nearest_indices)[r]]
-    rows.append(row)
-  fileio.atomic_write_json(base + ".json", {"step": int(step), "k": float(k),
-                                            "png": os.path.basename(base + ".png"),
-                                            "rows": rows})
-  return base + ".png", base + ".json"
 
 
 def save_gap_ratio_histogram(path: str, ratios, heldout_ratios=None,

@@ -1,26 +1,24 @@
 """Figures of the random-features study (paper Figs 4, 5, 13, 14), as PNG and PDF files.
 
-Each function takes the arrays of one study stage (jaxdiff.theory.study) and a path.
+Each function takes the arrays of one study stage (jaxdiff.rf_study) and a path; the files
+are written like the sweep report's (jaxdiff.findings.figures.save_figure: Agg canvas, no
+pyplot state, atomic, no timestamps), uncropped and with matplotlib's own tick labels.
 """
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxdiff.findings import figures
 
-_COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+_COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def _save(fig, path: str) -> None:
-  """The figure as PNG at `path` and, beside it, as PDF (vector, for papers)."""
-  fig.savefig(path, dpi=110)
-  fig.savefig(os.path.splitext(path)[0] + ".pdf")
-  plt.close(fig)
+def _save(fig: Figure, path: str) -> None:
+  figures.save_figure(fig, path, plain_ticks=False, crop=False)
 
 
 def covariance_label(eigs, weights=None) -> str:
@@ -65,7 +63,8 @@ def spectrum_figure(cases: list[dict], stages: list[dict], path: str) -> None:
   ln lambda), so that the finite-psi_n sub-bulk near s_t^2 and rho_1 are both visible;
   the delta peak at s_t^2 is marked with its mass. Right: the rho_2 region, rho(lambda).
   """
-  fig, axes = plt.subplots(len(cases), 2, figsize=(12, 3.6 * len(cases)), squeeze=False)
+  fig = Figure(figsize=(12, 3.6 * len(cases)))
+  axes = fig.subplots(len(cases), 2, squeeze=False)
   for row, (case, st) in enumerate(zip(cases, stages)):
     p_ge = st["eig_ge"].size
     d_ge = int(round(p_ge / case["psi_p"]))
@@ -123,7 +122,8 @@ def losses_figure(sim: dict, psi_n, onsets: dict, path: str) -> None:
 
   Simulation: markers (mean over seeds); closed-form mean iterate: dotted lines.
   """
-  fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+  fig = Figure(figsize=(15, 8.5))
+  axes = fig.subplots(2, 3)
   taus, dense = sim["taus"], sim["dense_taus"]
   tau_mem = sim["tau_mem"]
   panels = (("score", "$\\mathcal{E}_{score}$"),
@@ -154,7 +154,6 @@ def losses_figure(sim: dict, psi_n, onsets: dict, path: str) -> None:
   axes[0, 0].set_yscale("log")
   axes[1, 0].set_yscale("log")
   axes[0, 0].legend(fontsize=8)
-  from matplotlib.lines import Line2D
   axes[0, 1].legend(handles=[
       Line2D([], [], color="k", marker="o", ms=4, lw=0.8, label="$\\mathcal{L}_{train}$ (simulation)"),
       Line2D([], [], color="k", marker="s", ms=4, lw=0.8, ls="--", markerfacecolor="white",
@@ -170,7 +169,8 @@ def losses_figure(sim: dict, psi_n, onsets: dict, path: str) -> None:
 def heatmap_figure(hm: dict, path: str) -> None:
   """Fig. 5C: L_gen over (psi_n, psi_p) at each fixed tau."""
   taus = hm["taus"]
-  fig, axes = plt.subplots(1, len(taus), figsize=(5.2 * len(taus), 4.4), squeeze=False)
+  fig = Figure(figsize=(5.2 * len(taus), 4.4))
+  axes = fig.subplots(1, len(taus), squeeze=False)
   for k, tau in enumerate(taus):
     ax = axes[0, k]
     z = hm["gen"][k].T  # [psi_p, psi_n]
@@ -188,9 +188,10 @@ def heatmap_figure(hm: dict, path: str) -> None:
   _save(fig, path)
 
 
-def escore_figure(es: dict, fit: dict, path: str) -> None:
+def escore_figure(es: dict, fit: dict | None, path: str) -> None:
   """Fig. 13: E_score(tau) per psi_n, and E*_score vs psi_n with its power-law fit."""
-  fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig = Figure(figsize=(11, 4.2))
+  a1, a2 = fig.subplots(1, 2)
   for i, pn in enumerate(es["psi_n"]):
     a1.plot(es["taus"], es["curves"][:, i].mean(axis=0), color=_COLORS[i % len(_COLORS)],
             label=f"$\\psi_n$={pn:g}")
@@ -202,8 +203,9 @@ def escore_figure(es: dict, fit: dict, path: str) -> None:
   mean, std = es["estar"].mean(axis=0), es["estar"].std(axis=0)
   a2.errorbar(es["psi_n"], mean, yerr=3 * std, fmt="o", capsize=3, label="closed form (3 std)")
   x = np.geomspace(es["psi_n"].min(), es["psi_n"].max(), 50)
-  a2.plot(x, fit["prefactor"] * x**fit["slope"], "k--",
-          label=f"fit: slope {fit['slope']:.3f} $\\pm$ {fit['slope_stderr']:.3f}")
+  if fit is not None:  # None: a single psi_n
+    err = "" if fit["slope_stderr"] is None else f" $\\pm$ {fit['slope_stderr']:.3f}"
+    a2.plot(x, fit["prefactor"] * x**fit["slope"], "k--", label=f"fit: slope {fit['slope']:.3f}{err}")
   a2.plot(x, mean[0] * (x / x[0])**-0.59, color="gray", ls=":", label="paper ($\\psi_p$=32): slope -0.59")
   a2.set_xscale("log")
   a2.set_yscale("log")

@@ -68,7 +68,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import special
 
-from jaxdiff import timescales as ts
+from jaxdiff.findings import timescales
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # log sigma is kept in [log sigma_min, log 20], sigma_min the larger of 1e-3 and the
@@ -85,7 +85,7 @@ PROFILE = "profile_likelihood"
 # ------------------------------------------------------------------ onsets as intervals
 
 
-def onset_bounds(onsets: Sequence[ts.Onset]) -> tuple[np.ndarray, np.ndarray]:
+def onset_bounds(onsets: Sequence[timescales.Onset]) -> tuple[np.ndarray, np.ndarray]:
   """The interval [lo, hi] known to contain each onset (NaN, NaN for undefined ones).
 
   Observed: the evaluation bracket in which the defining condition first holds
@@ -97,13 +97,13 @@ def onset_bounds(onsets: Sequence[ts.Onset]) -> tuple[np.ndarray, np.ndarray]:
   lo = np.full(len(onsets), np.nan)
   hi = np.full(len(onsets), np.nan)
   for i, o in enumerate(onsets):
-    if o.status == ts.OBSERVED:
+    if o.status == timescales.OBSERVED:
       l, h = o.bracket if o.bracket is not None else (o.lo, o.hi)
       lo[i] = min(o.value, o.value if l is None else l)
       hi[i] = max(o.value, math.inf if h is None else h)
-    elif o.status == ts.RIGHT_CENSORED:
+    elif o.status == timescales.RIGHT_CENSORED:
       lo[i], hi[i] = o.bound, math.inf
-    elif o.status == ts.LEFT_CENSORED:
+    elif o.status == timescales.LEFT_CENSORED:
       lo[i], hi[i] = 0.0, o.bound
   return lo, hi
 
@@ -235,7 +235,7 @@ def _maximize(theta0, X, offset, a, b, exact, w, eta_min=LOG_SIGMA_MIN, *, iters
 
 
 @dataclasses.dataclass(frozen=True)
-class CensoredFit:
+class CensoredFit(timescales.PowerLaw):
   """tau = c prod_k x_k^{a_k} with log-normal scatter, fitted to onset intervals by (2).
 
   Attributes:
@@ -250,8 +250,8 @@ class CensoredFit:
     conf: confidence level.
   """
   names: tuple[str, ...]
-  exponents: tuple[ts.Estimate, ...]
-  prefactor: ts.Estimate
+  exponents: tuple[timescales.Estimate, ...]
+  prefactor: timescales.Estimate
   sigma: float
   num_runs: int
   num_observed: int
@@ -261,20 +261,6 @@ class CensoredFit:
   interval_detail: str
   log_likelihood: float
   conf: float
-
-  @property
-  def alpha(self) -> ts.Estimate:
-    return self.exponents[0]
-
-  def exponent(self, name: str) -> ts.Estimate:
-    return self.exponents[self.names.index(name)]
-
-  def predict(self, *xs) -> np.ndarray:
-    y = np.full(np.broadcast(*[np.asarray(x, np.float64) for x in xs]).shape,
-                self.prefactor.value)
-    for x, e in zip(xs, self.exponents):
-      y = y * np.asarray(x, np.float64) ** e.value
-    return y
 
   def to_dict(self) -> dict[str, Any]:
     return {
@@ -348,7 +334,7 @@ def _profile(theta_hat, ll_hat, X, a, b, exact, w, eta_min, conf, num: int = 16)
   R, k = theta_hat.shape[0], X.shape[1]
   n_pts = w.sum(1)
   dof = (n_pts - k).astype(int)
-  tq = {d: ts._t_quantile(conf, d) for d in set(dof.tolist()) if d > 0}
+  tq = {d: timescales.t_quantile(conf, d) for d in set(dof.tolist()) if d > 0}
   t = np.array([tq.get(d, np.nan) for d in dof])
   root = np.sqrt(n_pts * np.log1p(t * t / np.maximum(dof, 1)))  # threshold on sqrt(D)
   _, _, h = _loglik_grad_hess(theta_hat, X, np.zeros(w.shape), a, b, exact, w)
@@ -450,7 +436,7 @@ def fit_censored_batch(xs: Mapping[str, Any], lo, hi, *, seeds=None, indices=Non
     # Few clusters: the bootstrap standard error, inflated by sqrt(G / (G - 1)), with
     # Student's t on G - 1 degrees of freedom (a percentile interval over G = 3-5 seeds
     # covers far less than its nominal level).
-    tq = ts._t_quantile(conf, g - 1) * math.sqrt(g / (g - 1))
+    tq = timescales.t_quantile(conf, g - 1) * math.sqrt(g / (g - 1))
     sd = np.array([[np.std(th[r, good[r], j], ddof=1) if good[r].sum() > 1 else np.nan
                     for j in range(k)] for r in range(rows.size)])
     lo_b, hi_b = theta[:, :k] - tq * sd, theta[:, :k] + tq * sd
@@ -472,9 +458,9 @@ def fit_censored_batch(xs: Mapping[str, Any], lo, hi, *, seeds=None, indices=Non
   for i, r in enumerate(rows):
     fin = lambda v: None if not np.isfinite(v) else float(v)
     bounds = [(fin(lo_b[i, j]), fin(hi_b[i, j])) for j in range(k)]
-    exps = tuple(ts.Estimate(float(theta[i, j]), *bounds[j]) for j in range(1, k))
+    exps = tuple(timescales.Estimate(float(theta[i, j]), *bounds[j]) for j in range(1, k))
     l0, h0 = bounds[0]
-    pre = ts.Estimate(math.exp(theta[i, 0]), None if l0 is None else math.exp(l0),
+    pre = timescales.Estimate(math.exp(theta[i, 0]), None if l0 is None else math.exp(l0),
                       None if h0 is None else math.exp(h0))
     used = w1[i] > 0
     right = int(np.sum(used & np.isinf(b[i])))
@@ -510,7 +496,7 @@ def fit_censored(xs: Mapping[str, Any], lo, hi, *, seeds=None, indices=None,
                             min_clusters=min_clusters)[0]
 
 
-def fit_onsets(xs: Mapping[str, Any], onsets: Sequence[ts.Onset], **kw) -> CensoredFit | None:
+def fit_onsets(xs: Mapping[str, Any], onsets: Sequence[timescales.Onset], **kw) -> CensoredFit | None:
   """`fit_censored` on the intervals of `onsets` (see `onset_bounds`)."""
   lo, hi = onset_bounds(onsets)
   return fit_censored(xs, lo, hi, **kw)
@@ -532,7 +518,7 @@ class CollapseFit:
     grid: the alphas searched; cost: C on that grid (for a figure).
     at_edge: the minimum lies on the grid's edge (the collapse is not found inside it).
   """
-  alpha: ts.Estimate
+  alpha: timescales.Estimate
   interval_method: str
   interval_detail: str
   num_runs: int
@@ -551,7 +537,7 @@ class CollapseFit:
 
 def normalized_curve(times, f_mem) -> tuple[np.ndarray, np.ndarray] | None:
   """(log t, f_mem / f_mem(t_max)) at t > 0 with finite values; None if f_mem(t_max) <= 0."""
-  t, v = ts._sorted_curves(times, f_mem)
+  t, v = timescales.sorted_curves(times, f_mem)
   keep = np.isfinite(v) & (t > 0)
   t, v = t[keep], v[keep]
   if t.size < 2 or v[-1] <= 0:
@@ -626,16 +612,16 @@ def collapse_exponent(ns: Sequence[float], curves: Sequence[tuple[Any, Any]], *,
               f"runs within each n (fewer than {min_clusters} seeds: the seeds' correlation "
               "across n is ignored)")
   if method != BOOTSTRAP and max(np.sum(ln == n) for n in np.unique(ln)) < 2:
-    return CollapseFit(ts.Estimate(alpha), "none", "collapse: no interval (one run per n "
+    return CollapseFit(timescales.Estimate(alpha), "none", "collapse: no interval (one run per n "
                        "and fewer than 3 seeds: nothing to resample)", m, grid, cost[0],
                        alpha <= grid[0] or alpha >= grid[-1], conf)
   boot, _ = argmin(w)
   if method == BOOTSTRAP:  # few clusters: see fit_censored_batch
-    half = ts._t_quantile(conf, g - 1) * math.sqrt(g / (g - 1)) * float(np.std(boot, ddof=1))
+    half = timescales.t_quantile(conf, g - 1) * math.sqrt(g / (g - 1)) * float(np.std(boot, ddof=1))
     q = (alpha - half, alpha + half)
   else:
     q = np.percentile(boot, [(1 - conf) / 2 * 100, (1 + conf) / 2 * 100])
   lo = None if q[0] <= grid[0] else float(min(q[0], alpha))
   hi = None if q[1] >= grid[-1] else float(max(q[1], alpha))
   at_edge = alpha <= grid[0] or alpha >= grid[-1]
-  return CollapseFit(ts.Estimate(alpha, lo, hi), method, detail, m, grid, cost[0], at_edge, conf)
+  return CollapseFit(timescales.Estimate(alpha, lo, hi), method, detail, m, grid, cost[0], at_edge, conf)

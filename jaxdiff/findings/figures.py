@@ -1,6 +1,6 @@
 """The report's figures (Matplotlib's Agg canvas; no pyplot state, no display).
 
-`write_figures(analysis, out_dir)` draws, from a jaxdiff.report.Analysis, each figure as
+`write_figures(analysis, out_dir)` draws, from a jaxdiff.findings.analysis.Analysis, each figure as
 NAME.png and as the vector NAME.pdf beside it:
   quality_fmem.png   quality and f_mem vs training time per n (paper Fig. 2 left), with each
                      n's tau_gen / tau_mem marked on its curve
@@ -31,23 +31,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from jaxdiff import fileio
-from jaxdiff import timescales as ts
+from jaxdiff.findings import timescales
+from jaxdiff.findings.formatting import fmt_slope, short_quality
 
 DPI = 110
 VECTOR = "pdf"  # the vector copy written beside every PNG
 # A run whose final f_mem is below this has not saturated: dividing its curve by the final
 # value stretches its rise (drawn dotted where the figures still normalise that way).
 SATURATED = 0.5
-
-
-def fmt_slope(e: ts.Estimate | None) -> str:
-  """An exponent with its interval, 2 decimals: "1.21 [1.03, 1.38]". The same text as
-  jaxdiff.report.fmt_slope (figures_test checks it); not imported from there because the
-  report imports this module."""
-  if e is None:
-    return "–"
-  r = lambda v: f"{round(v, 2) + 0.0:.2f}"  # no "-0.00"
-  return r(e.value) if e.lo is None else f"{r(e.value)} [{r(e.lo)}, {r(e.hi)}]"
 
 
 def plain_number(v: float) -> str:
@@ -87,15 +78,21 @@ def vector_path(path: str) -> str:
   return os.path.splitext(path)[0] + "." + VECTOR
 
 
-def _save(fig: Figure, path: str) -> None:
-  """Writes the figure as PNG at `path` and as PDF beside it (no timestamps: rewriting a
-  report with the same data gives the same files)."""
-  _plain_log_ticks(fig)
+def save_figure(fig: Figure, path: str, *, plain_ticks: bool = True, crop: bool = True) -> None:
+  """Writes the figure as PNG at `path` and as PDF beside it, atomically (no timestamps:
+  rewriting a report with the same data gives the same files).
+
+  plain_ticks: log axes labelled with plain numbers (`plain_number`); crop: the saved area
+  is the drawn one (bbox "tight"), else the whole figure.
+  """
+  if plain_ticks:
+    _plain_log_ticks(fig)
   FigureCanvasAgg(fig)
   for fmt, target, meta in (("png", path, {"Software": None}),
                             (VECTOR, vector_path(path), {"CreationDate": None})):
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
+    fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight" if crop else None,
+                metadata=meta)
     fileio.atomic_write_bytes(target, buf.getvalue())
 
 
@@ -122,7 +119,7 @@ def _positive(times, *ys):
   return (times[keep],) + tuple(y[keep] for y in ys)
 
 
-def _plot_stats(ax, st: ts.CurveStats, x_scale: float = 1.0, y_scale=1.0, **kw):
+def _plot_stats(ax, st: timescales.CurveStats, x_scale: float = 1.0, y_scale=1.0, **kw):
   """Mean line and shaded min-max band of a CurveStats; returns the line (or None)."""
   t, m, lo, hi = _positive(st.times, st.mean, st.min, st.max)
   ok = np.isfinite(m)
@@ -140,16 +137,7 @@ def _has(a, name: str) -> bool:
   return any(np.any(np.isfinite(r.curves[name])) for r in a.runs)
 
 
-SHORT_QUALITY = {"fid": "FID", "classifier_fd": "classifier-feature FD",
-                 "pixel_fd": "pixel-space FD", "gmm_kl": "KL estimate"}
-
-
-def short_quality(a) -> str:
-  """A label short enough for an axis or a table column (the long one is in report.md)."""
-  return SHORT_QUALITY.get(a.quality_name or "", a.quality_label or "quality")
-
-
-def _at(st: ts.CurveStats, x: float) -> float:
+def _at(st: timescales.CurveStats, x: float) -> float:
   """The mean curve at time x (interpolated in log time), NaN outside its range."""
   t, m = _positive(st.times, st.mean)
   ok = np.isfinite(m)
@@ -161,7 +149,7 @@ def _at(st: ts.CurveStats, x: float) -> float:
   return float(np.interp(np.log(x), np.log(t), m))
 
 
-def _mark_onset(ax, st: ts.CurveStats, stats: ts.OnsetStats, onsets: Sequence[ts.Onset],
+def _mark_onset(ax, st: timescales.CurveStats, stats: timescales.OnsetStats, onsets: Sequence[timescales.Onset],
                 color) -> str | None:
   """Marks a group's onset on its mean curve: a filled dot at the estimate (the geometric
   mean over the observed runs), with a horizontal bar over the runs' min-max range (the
@@ -176,8 +164,8 @@ def _mark_onset(ax, st: ts.CurveStats, stats: ts.OnsetStats, onsets: Sequence[ts
     ax.errorbar([x], [_at(st, x)], xerr=xerr, fmt="o", ms=5, mfc=color, mec="k",
                 mew=0.8, ecolor=color, elinewidth=1.5, capsize=2, zorder=5)
     return "observed"
-  if stats.status in (ts.RIGHT_CENSORED, ts.LEFT_CENSORED) and stats.bound is not None:
-    right = stats.status == ts.RIGHT_CENSORED
+  if stats.status in (timescales.RIGHT_CENSORED, timescales.LEFT_CENSORED) and stats.bound is not None:
+    right = stats.status == timescales.RIGHT_CENSORED
     ax.plot([stats.bound], [_at(st, stats.bound)], ">" if right else "<",
             ms=7, mfc="none", mec=color, mew=1.2, zorder=5)
     return stats.status
@@ -190,10 +178,10 @@ def _marker_legend(name: str, kinds: set) -> list:
   if "observed" in kinds:
     out.append(Line2D([], [], ls="none", marker="o", ms=5, mfc="0.5", mec="k",
                       label=f"{name} per n (seed mean; bar: min-max)"))
-  if ts.RIGHT_CENSORED in kinds:
+  if timescales.RIGHT_CENSORED in kinds:
     out.append(Line2D([], [], ls="none", marker=">", ms=7, mfc="none", mec="0.3",
                       label=f"{name} > budget (no run reached it)"))
-  if ts.LEFT_CENSORED in kinds:
+  if timescales.LEFT_CENSORED in kinds:
     out.append(Line2D([], [], ls="none", marker="<", ms=7, mfc="none", mec="0.3",
                       label=f"{name} ≤ first evaluation"))
   return out
@@ -238,7 +226,7 @@ def quality_fmem(a, path: str) -> str:
       ax_q.set(xscale="log", xlabel="training step τ", ylabel=q, title=f"{q}, {s.label}")
       handles, _ = ax_q.get_legend_handles_labels()
       ax_q.legend(handles=handles + _marker_legend("τ_gen", gen_kinds), fontsize=7, ncol=2)
-  _save(fig, path)
+  save_figure(fig, path)
   what = f"{q} (left) and f_mem (right)" if with_q else "f_mem"
   return (f"{what} against training steps, one line per n (mean over seeds, min-max range "
           "shaded). Dots on the curves: each n's tau_gen and tau_mem (geometric mean over "
@@ -313,7 +301,7 @@ def fmem_collapse(a, path: str) -> str:
         ax.set_xscale("log")
         if ax.get_legend_handles_labels()[0]:
           ax.legend(fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
   cap = ("f_mem of each n (mean over seeds) against τ/n (left: the curves collapse when "
          "tau_mem ∝ n, the paper's α = 1) and against τ/n^α at the censoring-aware fit's α "
          "(middle); f_mem itself is shown because it saturates at 1 for every n. Right: the "
@@ -348,7 +336,7 @@ def losses(a, path: str) -> str | None:
                     label="test loss")]
     row[0].legend(handles=handles, fontsize=7, ncol=2)
     row[1].legend(handles=style, fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
   t = "" if a.loss_t is None else f" at t = {a.loss_t:g}"
   return (f"Training (thick solid) and test (thin dashed, open circles) loss{t} against "
           "training steps (left) and τ/n (right); the gap opens at a time ∝ n when the curves "
@@ -365,12 +353,12 @@ def _onset_points(ax, runs, attr: str, color, offset: float, label: str):
     ax.errorbar(x, v, yerr=[v - lo, hi - v], fmt="o", color=color, ms=4, capsize=2,
                 label=label)
   right = [(r.n * offset, getattr(r, attr).bound) for r in runs
-           if getattr(r, attr).status == ts.RIGHT_CENSORED]
+           if getattr(r, attr).status == timescales.RIGHT_CENSORED]
   if right:
     ax.scatter(*zip(*right), marker="^", s=40, facecolors="none", edgecolors=color,
                label=f"{label}: censored (> budget)")
   left = [(r.n * offset, getattr(r, attr).bound) for r in runs
-          if getattr(r, attr).status == ts.LEFT_CENSORED]
+          if getattr(r, attr).status == timescales.LEFT_CENSORED]
   if left:
     ax.scatter(*zip(*left), marker="v", s=40, facecolors="none", edgecolors=color,
                label=f"{label}: ≤ first evaluation")
@@ -416,7 +404,7 @@ def _reference_line(ax, s, attr: str, cfit, fit, xs, color, label: str | None) -
   return True
 
 
-def timescales(a, path: str) -> str:
+def timescales_figure(a, path: str) -> str:
   panels = [("tau_mem", "tau_mem_fit", "τ_mem"), ("tau_gen", "tau_gen_fit", "τ_gen"),
             ("loss_gap", "loss_gap_fit", "loss-gap onset")]
   fig = Figure(figsize=(16.5, 4.8))
@@ -444,7 +432,7 @@ def timescales(a, path: str) -> str:
     _n_axis(ax, [r.n for r in a.runs])
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
   return ("tau_mem, tau_gen and the loss-gap onset against n, one point per run with its "
           "interval; open triangles: censored runs at their bound (▲ later than the budget, "
           "▼ at or before the first evaluation); dashed: censoring-aware power laws (censored "
@@ -526,7 +514,7 @@ def sensitivity(a, path: str) -> str | None:
       ax.legend(fontsize=6, ncol=2)
     else:
       ax.set_axis_off()
-  _save(fig, path)
+  save_figure(fig, path)
   return ("Sensitivity of the exponents to the onset definition: τ_mem's α (left) and τ_gen's "
           "slope against n (middle) under each definition, censoring-aware fits (filled, "
           "with their intervals) and least squares over the observed runs (open squares); "
@@ -563,7 +551,7 @@ def width_scaling(a, path: str) -> str | None:
   ax_f.legend(fontsize=7)
   if ax_q.get_legend_handles_labels()[0]:
     ax_q.legend(fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
   return (f"Width scaling: {q} against W·τ (collapses when W·tau_gen is constant) and "
           "f_mem against τ·W/n (collapses when tau_mem ∝ n/W), every n of every width.")
 
@@ -590,7 +578,7 @@ def phase_diagram(a, path: str) -> str | None:
     above = [(n_all[-1], yval(b)) for b in bs if b.status == "above_grid"]
     if above:
       ax.scatter(*zip(*above), marker=">", s=60, facecolors="none", edgecolors=color)
-    if i == 0 and len(pts) >= 2 and all(b.status == ts.OBSERVED for b in bs):
+    if i == 0 and len(pts) >= 2 and all(b.status == timescales.OBSERVED for b in bs):
       xs, ys = zip(*pts)  # shaded as in the paper: memorizes already at tau_gen
       ax.fill_betweenx(ys, [n_all[0]] * len(xs), xs, color=color, alpha=0.12,
                        label="memorizes by τ_gen")
@@ -600,7 +588,7 @@ def phase_diagram(a, path: str) -> str | None:
          ylabel="parameters p" if use_p else "width W",
          title="smallest n with f_mem(τ) = 0")
   ax.legend(fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
   return ("Phase diagram (paper Fig. 3 right): for each τ, the smallest n above which no run "
           "memorizes at τ; ◄: at or below the smallest n of the grid, open ►: above the "
           "largest.")
@@ -615,7 +603,7 @@ def write_figures(a, out_dir: str) -> list[tuple[str, str]]:
   """
   out = []
   for name, fn in (("quality_fmem.png", quality_fmem), ("fmem_collapse.png", fmem_collapse),
-                   ("losses.png", losses), ("timescales.png", timescales),
+                   ("losses.png", losses), ("timescales.png", timescales_figure),
                    ("sensitivity.png", sensitivity),
                    ("width_scaling.png", width_scaling), ("phase_diagram.png", phase_diagram)):
     path = os.path.join(out_dir, name)

@@ -96,7 +96,7 @@ def _array(values) -> np.ndarray:
                   dtype=np.float64)
 
 
-def _sorted_curves(times, *curves):
+def sorted_curves(times, *curves):
   """Sorts by time; returns float arrays (None curves stay None)."""
   t = _array(times)
   order = np.argsort(t, kind="stable")
@@ -189,7 +189,7 @@ def tau_gen(times, quality, *, tol: float = 0.1, abs_tol: float = 0.0, quality_s
     raise ValueError(f"until must be 'min' or 'end', got {until!r}")
   if reference not in TAU_GEN_REFERENCES:
     raise ValueError(f"reference must be one of {TAU_GEN_REFERENCES}, got {reference!r}")
-  t, q, s = _sorted_curves(times, quality, quality_std)
+  t, q, s = sorted_curves(times, quality, quality_std)
   keep = np.isfinite(q)
   t, q = t[keep], q[keep]
   s = None if s is None else s[keep]
@@ -254,7 +254,7 @@ def tau_mem(times, f_mem, f_mem_lo=None, f_mem_hi=None, *, threshold: float = 0.
     = last evaluation time) when the condition never holds, left-censored when it already
     holds at the first evaluation.
   """
-  t, f, lo_c, hi_c = _sorted_curves(times, f_mem, f_mem_lo, f_mem_hi)
+  t, f, lo_c, hi_c = sorted_curves(times, f_mem, f_mem_lo, f_mem_hi)
   keep = np.isfinite(f)
   t, f = t[keep], f[keep]
   lo_c = None if lo_c is None else lo_c[keep]
@@ -296,7 +296,7 @@ def loss_gap_onset(times, train_loss, test_loss, train_loss_std=None, test_loss_
     evaluation) when the gap never exceeds its noise, left-censored when it already does at
     the first evaluation.
   """
-  t, tr, te, s_tr, s_te = _sorted_curves(times, train_loss, test_loss, train_loss_std,
+  t, tr, te, s_tr, s_te = sorted_curves(times, train_loss, test_loss, train_loss_std,
                                          test_loss_std)
   keep = np.isfinite(tr) & np.isfinite(te)
   t, tr, te = t[keep], tr[keep], te[keep]
@@ -318,10 +318,37 @@ def loss_gap_onset(times, train_loss, test_loss, train_loss_std=None, test_loss_
   return Onset(OBSERVED, value=value, lo=float(t[i - 1]), hi=float(t[i]))
 
 
+def rise_onset(times, reference, values, *, rise: float) -> Onset:
+  """First time after the minimum of `reference` at which `values` have risen by `rise`.
+
+  The random-features study's memorization onset (paper Sect. 3, Fig. 5, which gives no
+  threshold for "L_gen starts rising"): with reference = L_test and values = L_gen, the
+  onset is the first time after argmin L_test at which L_gen >= L_gen(argmin) + rise,
+  log-time interpolated (`log_time_crossing`).
+
+  Returns:
+    Onset with [lo, hi] = the bracketing evaluation times; right-censored (bound = last
+    time) when the values never rise that much; undefined without a finite reference.
+  """
+  t, ref, v = sorted_curves(times, reference, values)
+  if not np.any(np.isfinite(ref)):
+    return Onset(UNDEFINED)
+  i0 = int(np.nanargmin(ref))
+  level = v[i0] + rise
+  above = np.flatnonzero(v[i0:] >= level)
+  if above.size == 0:
+    return Onset(RIGHT_CENSORED, bound=float(t[-1]), lo=float(t[-1]))
+  j = i0 + int(above[0])
+  if j == i0:  # rise <= 0: the minimum itself
+    return Onset(OBSERVED, value=float(t[j]), lo=float(t[j]), hi=float(t[j]))
+  value = log_time_crossing(t[j - 1], t[j], v[j - 1], v[j], level)
+  return Onset(OBSERVED, value=value, lo=float(t[j - 1]), hi=float(t[j]))
+
+
 # ------------------------------------------------------------------ statistics across runs
 
 
-def _t_quantile(conf: float, dof: int) -> float:
+def t_quantile(conf: float, dof: int) -> float:
   from scipy import stats  # imported when needed: scipy.stats takes a second to import
   return float(stats.t.ppf(0.5 + conf / 2.0, dof))
 
@@ -339,7 +366,7 @@ def mean_interval(values, *, conf: float = 0.95) -> Estimate | None:
   m = float(v.mean())
   if v.size == 1:
     return Estimate(m)
-  half = _t_quantile(conf, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+  half = t_quantile(conf, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
   return Estimate(m, m - half, m + half)
 
 
@@ -387,7 +414,7 @@ def curve_stats(curves: Sequence[tuple[Any, Any]], *, conf: float = 0.95) -> Cur
   """
   per_run = []
   for times, values in curves:
-    t, v = _sorted_curves(times, values)
+    t, v = sorted_curves(times, values)
     per_run.append(dict(zip(t.tolist(), v.tolist())))
   all_t = np.array(sorted(set().union(*[set(d) for d in per_run])), dtype=np.float64)
   k = all_t.size
@@ -453,26 +480,14 @@ def onset_stats(onsets: Sequence[Onset], *, conf: float = 0.95) -> OnsetStats:
 # ------------------------------------------------------------------ power-law fits
 
 
-@dataclasses.dataclass(frozen=True)
-class PowerLawFit:
-  """y = c * prod_k x_k^{a_k}, fitted by least squares on logs.
-
-  Attributes:
-    names: the variables, e.g. ("n",) or ("n", "width").
-    exponents: one Estimate per variable (t-based `conf` intervals from the regression).
-    prefactor: c with the exponentiated interval of the intercept (at x = 1).
-    num_points: points used (runs); dof = num_points - 1 - len(names).
-    r2: coefficient of determination on logs.
-    residual_std: std of the log residuals (a seed-to-seed scatter of about that factor).
-    conf: confidence level.
-  """
+class PowerLaw:
+  """What every power-law fit y = c prod_k x_k^{a_k} shares (the least-squares
+  `PowerLawFit` here, the censoring-aware `fits.CensoredFit`): its variables `names`, one
+  Estimate per exponent in `exponents`, and the `prefactor` c. Subclasses are dataclasses
+  holding those three fields."""
   names: tuple[str, ...]
   exponents: tuple[Estimate, ...]
   prefactor: Estimate
-  num_points: int
-  r2: float | None
-  residual_std: float | None
-  conf: float
 
   @property
   def alpha(self) -> Estimate:
@@ -490,6 +505,30 @@ class PowerLawFit:
       y = y * np.asarray(x, np.float64) ** e.value
     return y
 
+
+@dataclasses.dataclass(frozen=True)
+class PowerLawFit(PowerLaw):
+  """y = c * prod_k x_k^{a_k}, fitted by (weighted) least squares on logs.
+
+  Attributes:
+    names: the variables, e.g. ("n",) or ("n", "width").
+    exponents: one Estimate per variable (t-based `conf` intervals from the regression).
+    prefactor: c with the exponentiated interval of the intercept (at x = 1).
+    num_points: points used (runs); dof = num_points - 1 - len(names).
+    r2: coefficient of determination on logs.
+    residual_std: std of the log residuals (a seed-to-seed scatter of about that factor).
+    conf: confidence level.
+    stderrs: the standard error of each exponent (None where dof = 0).
+  """
+  names: tuple[str, ...]
+  exponents: tuple[Estimate, ...]
+  prefactor: Estimate
+  num_points: int
+  r2: float | None
+  residual_std: float | None
+  conf: float
+  stderrs: tuple[float | None, ...] = ()
+
   def to_dict(self) -> dict[str, Any]:
     return {
         "model": "y = c * " + " * ".join(f"{n}^a_{n}" for n in self.names),
@@ -501,12 +540,15 @@ class PowerLawFit:
     }
 
 
-def fit_power_law_multi(xs: Mapping[str, Any], y, *, conf: float = 0.95) -> PowerLawFit | None:
-  """Fits log y = log c + sum_k a_k log x_k by ordinary least squares.
+def fit_power_law_multi(xs: Mapping[str, Any], y, *, conf: float = 0.95,
+                        y_err=None) -> PowerLawFit | None:
+  """Fits log y = log c + sum_k a_k log x_k by (weighted) least squares.
 
-  Intervals: coefficient +- t_{(1+conf)/2, dof} * se, se from sigma^2 (X^T X)^{-1} with
-  sigma^2 the residual variance (dof = points - parameters); no intervals when dof = 0.
-  Points with non-positive or non-finite entries are dropped.
+  Weights w_i = 1 / (y_err_i / y_i)^2 (the relative error is the error of log y; floored
+  at 1e-12), all 1 without y_err (ordinary least squares). Intervals: coefficient +-
+  t_{(1+conf)/2, dof} * se, se from sigma^2 (X^T W X)^{-1} with sigma^2 = sum_i w_i r_i^2
+  / dof (dof = points - parameters); no intervals when dof = 0. Points with non-positive
+  or non-finite entries are dropped.
 
   Returns:
     The fit, or None when the logs do not determine it (fewer distinct points than
@@ -525,34 +567,43 @@ def fit_power_law_multi(xs: Mapping[str, Any], y, *, conf: float = 0.95) -> Powe
   num, params = design.shape
   if num < params or np.linalg.matrix_rank(design) < params:
     return None
-  coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
+  if y_err is None:
+    w = np.ones(num)
+  else:
+    w = 1.0 / np.maximum(_array(y_err)[ok] / yy[ok], 1e-12) ** 2
+  sw = np.sqrt(w)
+  coef, *_ = np.linalg.lstsq(design * sw[:, None], ly * sw, rcond=None)
   resid = ly - design @ coef
   dof = num - params
   ss_tot = float(((ly - ly.mean()) ** 2).sum())
   r2 = None if ss_tot == 0 else 1.0 - float((resid ** 2).sum()) / ss_tot
   if dof > 0:
-    sigma2 = float((resid ** 2).sum()) / dof
-    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(design.T @ design)))
-    half = _t_quantile(conf, dof) * se
+    sigma2 = float((w * resid ** 2).sum()) / dof
+    se = np.sqrt(np.maximum(np.diag(sigma2 * np.linalg.inv((design * w[:, None]).T @ design)),
+                            0.0))
+    half = t_quantile(conf, dof) * se
     bounds = [(float(b - h), float(b + h)) for b, h in zip(coef, half)]
     residual_std = math.sqrt(sigma2)
+    stderrs = tuple(float(e) for e in se[1:])
   else:
     bounds = [(None, None)] * params
     residual_std = None
+    stderrs = (None,) * (params - 1)
   b0, (l0, h0) = float(coef[0]), bounds[0]
   prefactor = Estimate(math.exp(b0), None if l0 is None else math.exp(l0),
                        None if h0 is None else math.exp(h0))
   exponents = tuple(Estimate(float(c), lo, hi) for c, (lo, hi) in zip(coef[1:], bounds[1:]))
-  return PowerLawFit(names, exponents, prefactor, num, r2, residual_std, conf)
+  return PowerLawFit(names, exponents, prefactor, num, r2, residual_std, conf, stderrs)
 
 
-def fit_power_law(x, y, *, conf: float = 0.95, name: str = "n") -> PowerLawFit | None:
+def fit_power_law(x, y, *, conf: float = 0.95, name: str = "n", y_err=None) -> PowerLawFit | None:
   """y = c x^alpha by least squares on (log x, log y); see `fit_power_law_multi`.
 
   Used for tau_mem = c n^alpha (the paper: alpha = 1, c ~ 300 at W = 32) and tau_gen
-  against n (alpha ~ 0), each point one uncensored run.
+  against n (alpha ~ 0), each point one uncensored run, and for the random-features
+  study's E*_score against psi_n (weighted by the seeds' spread).
   """
-  return fit_power_law_multi({name: x}, y, conf=conf)
+  return fit_power_law_multi({name: x}, y, conf=conf, y_err=y_err)
 
 
 def observed_points(xs: Sequence[float], onsets: Sequence[Onset]):
@@ -596,8 +647,9 @@ class WidthScaling:
     }
 
 
-def _spread(estimates) -> float | None:
-  vals = [e.value for e in estimates if e is not None]
+def spread(values) -> float | None:
+  """max / min of positive values (1 = a perfect collapse); None for fewer than two."""
+  vals = [float(v) for v in values]
   return None if len(vals) < 2 else max(vals) / min(vals)
 
 
@@ -625,8 +677,10 @@ def width_scaling(widths: Sequence[int], ns: Sequence[int], tau_gens: Sequence[O
   gen_fit = fit_power_law_multi({"width": w_all[g]}, [tau_gens[i].value for i in g], conf=conf)
   mem_fit = fit_power_law_multi({"n": n_all[m], "width": w_all[m]},
                                 [tau_mems[i].value for i in m], conf=conf)
-  return WidthScaling(uniq, w_tau_gen, tau_mem_wn, _spread(w_tau_gen.values()),
-                      _spread(tau_mem_wn.values()), gen_fit, mem_fit)
+  return WidthScaling(uniq, w_tau_gen, tau_mem_wn,
+                      spread([e.value for e in w_tau_gen.values() if e is not None]),
+                      spread([e.value for e in tau_mem_wn.values() if e is not None]),
+                      gen_fit, mem_fit)
 
 
 # ------------------------------------------------------------------ phase diagram
@@ -639,7 +693,7 @@ def f_mem_at(times, values, tau: float) -> float | None:
   interpolation between a zero and a non-zero evaluation would be non-zero. None when tau
   is before the first evaluation or after the last one (beyond the budget).
   """
-  t, v = _sorted_curves(times, values)
+  t, v = sorted_curves(times, values)
   keep = np.isfinite(v)
   t, v = t[keep], v[keep]
   if t.size == 0 or tau < t[0] or tau > t[-1]:
