@@ -28,7 +28,9 @@ sys.path.insert(0, ROOT)
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxdiff import advise  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxdiff import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiff.findings.analysis import analyze  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiff.findings.settings import settings_from_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiff.findings.workdirs import load_workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiff import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGETS = (128, 256)
@@ -48,8 +50,8 @@ def measured_onsets(config, workdir: str) -> dict[int, list]:
   cfg.data.n_train = TARGETS
   cfg.report.auto = True
   train.train_and_evaluate(cfg, workdir)
-  sweep = report.load_workdir(workdir)
-  analysis = report.analyze([sweep], report.settings_from_config(sweep.config))
+  sweep = load_workdir(workdir)
+  analysis = analyze([sweep], settings_from_config(sweep.config))
   out: dict[int, list] = {}
   for r in analysis.runs:
     out.setdefault(r.n, []).append(r.tau_mem)

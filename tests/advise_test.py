@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxdiff import advise
-from jaxdiff import fits
+from jaxdiff.findings import fits
 from jaxdiff.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

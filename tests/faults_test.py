@@ -265,7 +265,7 @@ def test_rows_without_checkpoint_are_reported_missing(reference, tmp_path, capsy
   ref = dict(reference[1])
   del ref[(50, 2)]
   assert_same_rows(ref, rows_of(wd))
-  from jaxdiff import report
+  from jaxdiff.findings import report
   with open(report.write_report([wd])) as f:
     assert "the rows of runs [2] at step 50 are missing" in f.read()
 
@@ -377,7 +377,7 @@ def test_parameters_non_finite_on_the_last_step_of_a_chunk(reference, tmp_path):
   assert got[(200, 2)]["diverged"]["frozen_at"] == 100 and got[(200, 2)]["f_mem"] is None
   runs = json.load(open(os.path.join(wd, "runs.json")))
   assert runs[2]["diverged"]["step"] == 200 and runs[0]["diverged"] is None
-  from jaxdiff import report
+  from jaxdiff.findings import report
   with open(report.write_report([wd])) as f:
     assert "run 2 (n=16, seed=0, lr=0.001) diverged at step 200" in f.read()
 

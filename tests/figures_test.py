@@ -1,4 +1,4 @@
-"""Tests of jaxdiff.figures on one small synthetic sweep: what a reader sees in each figure.
+"""Tests of jaxdiff.findings.figures on one small synthetic sweep: what a reader sees in each figure.
 
 The sweep: n = 8, 16, 32, 64 x 2 seeds at one width, evaluations at 0 and 100 * 2^k up to
 25600; tau_mem = 500 n x (1, 1.1) for seeds (0, 1), so n = 64 (32000, 35200) is
@@ -17,8 +17,11 @@ import pytest
 
 from configs import base
 from jaxdiff import fileio
-from jaxdiff import figures
-from jaxdiff import report
+from jaxdiff.findings import figures
+from jaxdiff.findings.analysis import analyze
+from jaxdiff.findings.formatting import fmt_slope
+from jaxdiff.findings.settings import settings_from_config
+from jaxdiff.findings.workdirs import load_workdir
 
 TIMES = [0] + [100 * 2 ** k for k in range(9)]
 NS = (8, 16, 32, 64)
@@ -64,19 +67,19 @@ def _write_workdir(path):
 def drawn(tmp_path_factory):
   """(analysis, out_dir, {png name: Figure}, [(png name, caption)])."""
   workdir = _write_workdir(str(tmp_path_factory.mktemp("sweep") / "w"))
-  sweep = report.load_workdir(workdir)
-  analysis = report.analyze([sweep], report.settings_from_config(sweep.config))
+  sweep = load_workdir(workdir)
+  analysis = analyze([sweep], settings_from_config(sweep.config))
   out = os.path.join(workdir, "report")
   os.makedirs(out)
   captured = {}
-  real_save = figures._save
+  real_save = figures.save_figure
 
   def save(fig, path):
     real_save(fig, path)
     captured[os.path.basename(path)] = fig
 
   mp = pytest.MonkeyPatch()
-  mp.setattr(figures, "_save", save)
+  mp.setattr(figures, "save_figure", save)
   try:
     written = figures.write_figures(analysis, out)
   finally:
@@ -112,11 +115,11 @@ def test_fit_legends_carry_the_exponent_interval(drawn):
   ax = _axes_titled(figs["timescales.png"], "τ_mem")
   texts = _legend_texts(ax)
   e = s.tau_mem_cfit.alpha
-  expected = f"censoring-aware fit: n^α, α = {report.fmt_slope(e)}"
+  expected = f"censoring-aware fit: n^α, α = {fmt_slope(e)}"
   assert expected in texts, texts
   assert re.search(r"\[-?\d+\.\d\d, -?\d+\.\d\d\]", expected)  # the interval itself
   ls = s.tau_mem_fit.alpha
-  assert f"least squares (observed): n^α, α = {report.fmt_slope(ls)}" in texts
+  assert f"least squares (observed): n^α, α = {fmt_slope(ls)}" in texts
   # the fit line drawn is the one named: its log-log slope is the estimate
   assert _log_slope(_line(ax, "censoring-aware fit")) == pytest.approx(e.value, rel=1e-6)
 
@@ -175,11 +178,11 @@ def test_log_tick_labels_are_plain_numbers(drawn):
 
 
 def test_exponent_text_is_the_reports():
-  from jaxdiff import timescales as ts
-  for e in (ts.Estimate(1.2107, 1.0328, 1.3767), ts.Estimate(-0.001, -0.5, 0.49),
-            ts.Estimate(0.7)):
-    assert figures.fmt_slope(e) == report.fmt_slope(e)
-  assert figures.fmt_slope(ts.Estimate(1.2107, 1.0328, 1.3767)) == "1.21 [1.03, 1.38]"
+  from jaxdiff.findings import timescales
+  for e in (timescales.Estimate(1.2107, 1.0328, 1.3767), timescales.Estimate(-0.001, -0.5, 0.49),
+            timescales.Estimate(0.7)):
+    assert figures.fmt_slope(e) == fmt_slope(e)
+  assert figures.fmt_slope(timescales.Estimate(1.2107, 1.0328, 1.3767)) == "1.21 [1.03, 1.38]"
 
 
 def test_plain_number():

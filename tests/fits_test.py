@@ -1,12 +1,12 @@
-"""Tests of jaxdiff.fits: the interval-censored power-law fit, its intervals, the collapse."""
+"""Tests of jaxdiff.findings.fits: the interval-censored power-law fit, its intervals, the collapse."""
 
 import math
 
 import numpy as np
 import pytest
 
-from jaxdiff import fits
-from jaxdiff import timescales as ts
+from jaxdiff.findings import fits
+from jaxdiff.findings import timescales
 
 NS = np.array([8.0, 16, 32, 64, 128])
 
@@ -41,7 +41,7 @@ def test_exact_values_reduce_to_least_squares_with_its_t_interval():
   n = np.repeat(NS, 2)
   tau = 300.0 * n ** 1.1 * np.exp(rng.normal(0, 0.3, n.size))
   fit = fits.fit_censored({"n": n}, tau, tau)
-  ls = ts.fit_power_law(n, tau)
+  ls = timescales.fit_power_law(n, tau)
   assert fit.interval_method == fits.PROFILE
   assert fit.alpha.value == pytest.approx(ls.alpha.value, abs=1e-6)
   assert fit.prefactor.value == pytest.approx(ls.prefactor.value, rel=1e-5)
@@ -52,11 +52,11 @@ def test_exact_values_reduce_to_least_squares_with_its_t_interval():
 
 
 def test_onset_bounds():
-  onsets = [ts.Onset(ts.OBSERVED, value=300.0, lo=200.0, hi=400.0),
-            ts.Onset(ts.OBSERVED, value=300.0, lo=150.0, hi=None, bracket=(250.0, 375.0)),
-            ts.Onset(ts.RIGHT_CENSORED, bound=1000.0, lo=1000.0),
-            ts.Onset(ts.LEFT_CENSORED, bound=100.0, hi=100.0),
-            ts.Onset(ts.UNDEFINED)]
+  onsets = [timescales.Onset(timescales.OBSERVED, value=300.0, lo=200.0, hi=400.0),
+            timescales.Onset(timescales.OBSERVED, value=300.0, lo=150.0, hi=None, bracket=(250.0, 375.0)),
+            timescales.Onset(timescales.RIGHT_CENSORED, bound=1000.0, lo=1000.0),
+            timescales.Onset(timescales.LEFT_CENSORED, bound=100.0, hi=100.0),
+            timescales.Onset(timescales.UNDEFINED)]
   lo, hi = fits.onset_bounds(onsets)
   np.testing.assert_array_equal(lo[:4], [200.0, 250.0, 1000.0, 0.0])
   np.testing.assert_array_equal(hi[:4], [400.0, 375.0, np.inf, 100.0])
@@ -118,7 +118,7 @@ def test_coverage_with_right_censored_largest_n(seeds, method):
   cover = np.mean([f.alpha.lo <= 1.0 <= f.alpha.hi for f in out])
   assert cover >= 0.90
   assert abs(alpha.mean() - 1.0) < 0.04
-  ls = np.array([ts.fit_power_law(n[seen[r]], tau[r, seen[r]]).alpha.value for r in range(reps)])
+  ls = np.array([timescales.fit_power_law(n[seen[r]], tau[r, seen[r]]).alpha.value for r in range(reps)])
   bias = 1.0 - ls.mean()
   assert bias > 0.04 and bias > 4 * ls.std(ddof=1) / math.sqrt(reps)
   assert abs(alpha.mean() - 1.0) < bias / 2

@@ -20,7 +20,14 @@ from scipy import stats
 
 from configs import base
 from jaxdiff import fileio
-from jaxdiff import report
+from jaxdiff.findings import report
+from jaxdiff.findings import timescales
+from jaxdiff.findings.analysis import analyze
+from jaxdiff.findings.interpretation import exponent_verdict, interpret_loss_gap
+from jaxdiff.findings.markdown import markdown
+from jaxdiff.findings.settings import settings_from_config
+from jaxdiff.findings.summary import RUNS_CSV_COLUMNS, runs_csv
+from jaxdiff.findings.workdirs import WorkdirFiles, load_workdir
 from jaxdiff.errors import ConfigError, WorkdirError
 
 TIMES = [0] + [100 * 2 ** k for k in range(9)]  # up to 25600
@@ -209,7 +216,7 @@ def _num(cell):
 
 def test_runs_csv_has_every_run_of_summary_json(two_widths):
   header, rows = _read_runs_csv(os.path.join(two_widths["out"], "runs.csv"))
-  assert tuple(header) == report.RUNS_CSV_COLUMNS
+  assert tuple(header) == RUNS_CSV_COLUMNS
   runs = two_widths["summary"]["runs"]
   assert len(rows) == len(runs) == 16
   assert {r["workdir"] for r in rows} == {two_widths["w16"], two_widths["w32"]}
@@ -254,10 +261,10 @@ def test_runs_csv_diverged_flag_and_rounding(tmp_path):
       os.path.join(w, "metrics.jsonl"))]
   fileio.atomic_write_text(os.path.join(w, "metrics.jsonl"),
                            "".join(json.dumps(r) + "\n" for r in rows))
-  sweep = report.load_workdir(w)
-  a = report.analyze([sweep], report.settings_from_config(sweep.config))
-  text = report.runs_csv(a)
-  assert text.splitlines()[0] == ",".join(report.RUNS_CSV_COLUMNS)
+  sweep = load_workdir(w)
+  a = analyze([sweep], settings_from_config(sweep.config))
+  text = runs_csv(a)
+  assert text.splitlines()[0] == ",".join(RUNS_CSV_COLUMNS)
   import csv
   import io
   parsed = list(csv.DictReader(io.StringIO(text)))
@@ -274,9 +281,9 @@ def test_runs_csv_diverged_flag_and_rounding(tmp_path):
   runs[1].pop("diverged")
   runs[0].pop("diverged")
   fileio.atomic_write_json(os.path.join(w, "runs.json"), runs)
-  sweep = report.load_workdir(w)
-  a = report.analyze([sweep], report.settings_from_config(sweep.config))
-  parsed = list(csv.DictReader(io.StringIO(report.runs_csv(a))))
+  sweep = load_workdir(w)
+  a = analyze([sweep], settings_from_config(sweep.config))
+  parsed = list(csv.DictReader(io.StringIO(runs_csv(a))))
   assert [r["diverged"] for r in parsed] == ["False", "True"]
 
 
@@ -405,41 +412,41 @@ def test_single_workdir_default_out_and_too_few_memorized(tmp_path):
 ])
 def test_interpretation_is_written_from_the_whole_table(alpha, phrase):
   config, runs, rows = make_sweep(32, times=[0] + [100 * 2 ** k for k in range(12)], alpha=alpha)
-  sweep = report.Sweep("mem", config, runs, rows)
-  a = report.analyze([sweep], report.settings_from_config(config))
+  sweep = WorkdirFiles("mem", config, runs, rows)
+  a = analyze([sweep], settings_from_config(config))
   fit = a.series[0].tau_mem_fit
   assert fit.alpha.value == pytest.approx(alpha, abs=1e-9)
   cfit = a.series[0].tau_mem_cfit
   assert cfit.alpha.lo < alpha < cfit.alpha.hi
   if alpha == 1.5:
     assert cfit.alpha.lo > 1.0  # the configured definition alone excludes 1
-  md = report.markdown(a, [], "out")
+  md = markdown(a, [], "out")
   assert phrase in md
 
 
 def test_three_seeds_use_the_seed_bootstrap():
   config, runs, rows = make_sweep(32, times=[0] + [100 * 2 ** k for k in range(12)],
                                   seeds=(0, 1, 2))
-  a = report.analyze([report.Sweep("s3", config, runs, rows)],
-                     report.settings_from_config(config, {"n_bootstrap": 200}))
+  a = analyze([WorkdirFiles("s3", config, runs, rows)],
+                     settings_from_config(config, {"n_bootstrap": 200}))
   fit = a.series[0].tau_mem_cfit
   assert fit.interval_method == "cluster_bootstrap" and "3 seeds" in fit.interval_detail
   assert fit.alpha.lo < 1.0 < fit.alpha.hi
   assert a.series[0].collapse.interval_method == "cluster_bootstrap"
-  md = report.markdown(a, [], "out")
+  md = markdown(a, [], "out")
   assert "seed bootstrap" in md and "bootstrap over the 3 seeds" in md
 
 
 def test_exponent_verdict_uses_every_entry():
-  e = report.ts.Estimate
-  v = report.exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(0.9, 0.8, 0.99)),
+  e = timescales.Estimate
+  v = exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(0.9, 0.8, 0.99)),
                                ("c", e(1.0, 0.9, 1.1))], 1.0)
   assert v["kind"] == "mixed" and v["above"] == ["a"] and v["below"] == ["b"]
   assert (v["min"], v["max"], v["lo"], v["hi"]) == (0.9, 1.2, 0.8, 1.35)
-  assert report.exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(1.1, 1.01, None))],
+  assert exponent_verdict([("a", e(1.2, 1.05, 1.35)), ("b", e(1.1, 1.01, None))],
                                  1.0)["kind"] == "all_above"
-  assert report.exponent_verdict([("a", e(0.9, None, 1.2))], 1.0)["kind"] == "all_contain"
-  assert report.exponent_verdict([], 1.0)["kind"] == "none"
+  assert exponent_verdict([("a", e(0.9, None, 1.2))], 1.0)["kind"] == "all_contain"
+  assert exponent_verdict([], 1.0)["kind"] == "none"
 
 
 def test_loss_gap_open_at_the_first_evaluation_is_left_censored():
@@ -447,22 +454,22 @@ def test_loss_gap_open_at_the_first_evaluation_is_left_censored():
   for r in rows:  # n = 8, 16, 32: the gap is wide open from the first evaluation on
     if r["n"] <= 32:
       r["test_loss"] = r["train_loss"] + 1.0
-  a = report.analyze([report.Sweep("gap", config, runs, rows)], report.settings_from_config(config))
-  (text,) = report.interpret_loss_gap(a.series[0])
+  a = analyze([WorkdirFiles("gap", config, runs, rows)], settings_from_config(config))
+  (text,) = interpret_loss_gap(a.series[0])
   assert ("is already open beyond its noise at the first evaluation (step 0) in 6 of 8 runs "
           "(left-censored" in text)
   assert "opens beyond its noise during training in 2 of 8 runs" in text
   for r in rows:
     r["test_loss"] = r["train_loss"] + 1.0
-  a = report.analyze([report.Sweep("gap", config, runs, rows)], report.settings_from_config(config))
-  (text,) = report.interpret_loss_gap(a.series[0])
+  a = analyze([WorkdirFiles("gap", config, runs, rows)], settings_from_config(config))
+  (text,) = interpret_loss_gap(a.series[0])
   assert "in 8 of 8 runs" in text and "during training" not in text
   assert "Evaluate earlier" in text
 
 
 def test_protocol_section_and_differences(tmp_path):
   from configs import digits, gmm
-  from jaxdiff import protocol
+  from jaxdiff.findings import protocol
   cfg = json.loads(fileio.dumps(digits.get_config().to_dict()))
   runs = [{"run": 0, "n": 8, "num_params": 116_416}]
   diffs = protocol.differences(cfg, runs, "pixel_fd")
@@ -495,18 +502,18 @@ def test_protocol_section_and_differences(tmp_path):
 
 def test_settings_from_config_and_overrides():
   config, _, _ = make_sweep(32)
-  s = report.settings_from_config(config)
+  s = settings_from_config(config)
   assert (s["tau_gen_tol"], s["tau_mem_threshold"]) == (0.1, 0.01)
-  assert report.settings_from_config(config, {"report.tau_gen_tol": 0.2})["tau_gen_tol"] == 0.2
-  assert report.settings_from_config(config, {"report": {"tau_mem_threshold": 0.0}})[
+  assert settings_from_config(config, {"report.tau_gen_tol": 0.2})["tau_gen_tol"] == 0.2
+  assert settings_from_config(config, {"report": {"tau_mem_threshold": 0.0}})[
       "tau_mem_threshold"] == 0.0
   with pytest.raises(ConfigError, match="report.tau_mem_threshold"):
-    report.settings_from_config(config, {"tau_mem_threshold": 1.5})
+    settings_from_config(config, {"tau_mem_threshold": 1.5})
   assert s["sensitivity_final_fractions"] == (0.1, 0.2) and s["n_bootstrap"] == 1000
   with pytest.raises(ConfigError, match="report.sensitivity_final_fractions"):
-    report.settings_from_config(config, {"sensitivity_final_fractions": (0.0,)})
+    settings_from_config(config, {"sensitivity_final_fractions": (0.0,)})
   with pytest.raises(ConfigError, match="report.n_bootstrap"):
-    report.settings_from_config(config, {"n_bootstrap": 5})
+    settings_from_config(config, {"n_bootstrap": 5})
 
 
 def test_missing_or_foreign_workdirs_raise_one_clear_error(tmp_path):
@@ -515,21 +522,21 @@ def test_missing_or_foreign_workdirs_raise_one_clear_error(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(WorkdirError, match=r"empty/config.json is missing"):
-    report.load_workdir(str(empty))
+    load_workdir(str(empty))
   (empty / "config.json").write_text('{"model": {"lr": 1}}')
   with pytest.raises(WorkdirError, match="config.json is not a jaxdiff config"):
-    report.load_workdir(str(empty))
+    load_workdir(str(empty))
   (empty / "config.json").write_text("{not json")
   with pytest.raises(WorkdirError, match="config.json is not valid JSON"):
-    report.load_workdir(str(empty))
+    load_workdir(str(empty))
   wd = write_workdir(str(tmp_path / "wd"), 32, samples=False)
   os.remove(os.path.join(wd, "metrics.jsonl"))
   with pytest.raises(WorkdirError, match="metrics.jsonl is missing"):
-    report.load_workdir(wd)
+    load_workdir(wd)
   with open(os.path.join(wd, "runs.json"), "w") as f:
     f.write("[]")
   with pytest.raises(WorkdirError, match="runs.json is not a run table"):
-    report.load_workdir(wd)
+    load_workdir(wd)
 
 
 def test_cli_error_exit(tmp_path):

@@ -19,7 +19,12 @@ import pytest
 from configs import base
 from configs import test as test_config
 from jaxdiff import fileio
-from jaxdiff import report
+from jaxdiff.findings import report
+from jaxdiff.findings.analysis import analyze
+from jaxdiff.findings.formatting import fmt
+from jaxdiff.findings.settings import settings_from_config
+from jaxdiff.findings.summary import _fmt_group_onset, _window, summary_dict, terminal_summary
+from jaxdiff.findings.workdirs import load_workdir
 from jaxdiff import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,15 +77,15 @@ def _workdir(path, nested):
 
 def test_report_reads_old_and_new_rows_alike(tmp_path):
   old, new = _workdir(tmp_path / "old", True), _workdir(tmp_path / "new", False)
-  old_rows = report.load_workdir(old).rows
+  old_rows = load_workdir(old).rows
   assert all("f_mem_extra" not in r and "f_mem_k0.5" in r and "f_mem_k0.25" in r
              for r in old_rows)
   assert old_rows[5]["f_mem_k0.5"] == _rows(True)[2][5]["f_mem_extra"]["0.5"]
   summaries = []
   for wd in (old, new):
-    sweep = report.load_workdir(wd)
-    a = report.analyze([sweep], report.settings_from_config(sweep.config))
-    s = json.loads(fileio.dumps(report.summary_dict(a)))
+    sweep = load_workdir(wd)
+    a = analyze([sweep], settings_from_config(sweep.config))
+    s = json.loads(fileio.dumps(summary_dict(a)))
     summaries.append((s["groups"], s["fits"], [r["tau_mem"] for r in s["runs"]]))
   assert summaries[0] == summaries[1]
   assert summaries[0][1][0]["tau_mem_vs_n_censored"] is not None
@@ -92,22 +97,22 @@ def test_summary_lines_carry_the_reports_numbers(tmp_path):
   with open(os.path.join(wd, "report", "summary.json")) as f:
     summary = json.load(f)
   lines = report.summary_of_report(path)
-  assert lines == report.terminal_summary(summary, path)
+  assert lines == terminal_summary(summary, path)
   assert lines[-1] == f"jaxdiff: report written to {path}"
   text = "\n".join(lines)
   groups = {g["n"]: g for g in summary["groups"]}
   by_n = {n: next(l for l in lines if l.strip().startswith(f"n={n} ")) for n in NS}
   for n in NS[:-1]:  # observed: the group's geometric mean, as in summary.json
     est = groups[n]["tau_mem"]["estimate"]
-    assert f"tau_mem {report.fmt(est['value'])} [" in by_n[n]
+    assert f"tau_mem {fmt(est['value'])} [" in by_n[n]
     assert 200 * n <= est["value"] <= 1.1 * 200 * n * 1.01
   # n = 64 never memorizes within the budget: censored, and the window stays open
-  assert f"tau_mem > {report.fmt(TIMES[-1])} (not reached)" in by_n[64]
+  assert f"tau_mem > {fmt(TIMES[-1])} (not reached)" in by_n[64]
   assert "(still open at the end)" in by_n[64]
   # tau_gen is observed (quality flat from 400): the window runs from it to tau_mem
   g8 = groups[8]["tau_gen"]["estimate"]["value"]
   m8 = groups[8]["tau_mem"]["estimate"]["value"]
-  assert f"window {report.fmt(g8)} to {report.fmt(m8)} steps" in by_n[8]
+  assert f"window {fmt(g8)} to {fmt(m8)} steps" in by_n[8]
   fit = next(f for f in summary["fits"])
   a = fit["tau_mem_vs_n_censored"]["exponents"]["n"]
   assert f"alpha (tau_mem ~ n^alpha) = {a['value']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]" in text
@@ -127,8 +132,8 @@ def test_summary_of_something_else_is_only_the_path(tmp_path):
 def test_left_censored_onsets_read_as_at_most():
   onset = {"status": "left_censored", "bound": 100.0, "estimate": None, "num_runs": 2,
            "num_observed": 0, "num_right_censored": 0, "num_left_censored": 2}
-  assert report._fmt_group_onset(onset) == "<= 100 (at the first evaluation)"
-  assert report._window(onset, onset) == "none (memorizing from the first evaluation)"
+  assert _fmt_group_onset(onset) == "<= 100 (at the first evaluation)"
+  assert _window(onset, onset) == "none (memorizing from the first evaluation)"
 
 
 def test_quality_std_is_none_with_one_reference_set():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from jaxdiff import theory
-from jaxdiff.theory import analysis
 from jaxdiff.theory import empirical
 from jaxdiff.theory import spectrum
 from jaxdiff.theory.constants import gep_constants
@@ -45,10 +44,10 @@ def test_bulk_supports_match_theorem_3_2_and_figure_4(fig4):
   g1, r1, g2, r2 = fig4
   lo, hi = theory.rho1_support(64, 8, 0.01)
   assert (lo, hi) == pytest.approx((0.087, 0.376), abs=1e-3)  # paper.md 2.5's table
-  ivs1 = analysis.support_intervals(g1, r1)
+  ivs1 = spectrum.support_intervals(g1, r1)
   main = max(ivs1, key=lambda iv: iv[1] - iv[0])  # the rho_1 bulk (a small sub-bulk sits below)
   assert main[0] == pytest.approx(lo, rel=0.06) and main[1] == pytest.approx(hi, rel=0.06)
-  (lo2, hi2), = analysis.support_intervals(g2, r2)
+  (lo2, hi2), = spectrum.support_intervals(g2, r2)
   assert lo2 == pytest.approx(10.0, rel=0.03) and hi2 == pytest.approx(45.0, rel=0.03)
 
 
@@ -58,7 +57,7 @@ def test_theorem_3_2_is_the_large_psi_n_limit_of_theorem_3_1():
   assert (lo, hi) == pytest.approx((18.00, 29.74), abs=0.01)
   g = np.linspace(5, 50, 3000)
   rho = theory.spectral_density(g, 64, 4096, 0.01)
-  (a, b), = analysis.support_intervals(g, rho)
+  (a, b), = spectrum.support_intervals(g, rho)
   assert a == pytest.approx(lo, rel=0.05) and b == pytest.approx(hi, rel=0.05)
   # The bulk's shape converges too: CDF distance 0.018 at psi_n = 512, 0.0024 at 4096.
   cdf2 = empirical.density_cdf(g, theory.rho2_density(g, 64, 0.01))

@@ -9,7 +9,7 @@ import pytest
 
 from configs import random_features as rf_config
 from jaxdiff.errors import ConfigError, WorkdirError
-from jaxdiff.theory import study
+from jaxdiff import rf_study as study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_writes_config_stages_and_report(quick):
 
 
 def test_escore_comparison_with_the_paper():
-  from jaxdiff.theory import report
+  from jaxdiff.findings import rf_report as report
   es = dict(paper_slope=-0.59, psi_p=32.0, t=0.01, d=24,
             fit=dict(slope=-0.55, slope_stderr=0.03))
   assert "within two standard errors" in report._escore_comparison(es)
@@ -62,7 +62,7 @@ def test_spectrum_histogram_bins_and_peak():
   80 bins over the theory's grid), and the returned peak is the drawn maximum."""
   import matplotlib.pyplot as plt
   import numpy as np
-  from jaxdiff.theory import figures
+  from jaxdiff.findings import rf_figures as figures
   eigs = np.random.default_rng(0).uniform(2.0, 6.0, size=300)
   fig, ax = plt.subplots()
   peak = figures._hist_density(ax, eigs, 600, 50, 0.0, 30.0)

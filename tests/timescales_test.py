@@ -1,11 +1,11 @@
-"""Tests of jaxdiff.timescales on synthetic curves with known onsets."""
+"""Tests of jaxdiff.findings.timescales on synthetic curves with known onsets."""
 
 import math
 
 import numpy as np
 import pytest
 
-from jaxdiff import timescales as ts
+from jaxdiff.findings import timescales
 
 # Evaluation grid doubling from 100 steps (step 0 included), like a log-spaced sweep.
 TIMES = np.array([0] + [100 * 2 ** k for k in range(10)], dtype=float)  # up to 51200
@@ -25,11 +25,11 @@ def test_log_time_crossing_exact_on_log_linear_segment():
   t0, t1, tau = 800.0, 1600.0, 1111.0
   # v linear in log t with v(tau) = level.
   v0, v1 = _log_linear([t0, t1], tau, 0.5, 2 * tau, 1.5)
-  assert ts.log_time_crossing(t0, t1, v0, v1, 0.5) == pytest.approx(tau, rel=1e-12)
+  assert timescales.log_time_crossing(t0, t1, v0, v1, 0.5) == pytest.approx(tau, rel=1e-12)
   # Clipped to the bracket, linear in t from step 0.
-  assert ts.log_time_crossing(t0, t1, 0.0, 1.0, 2.0) == t1
-  assert ts.log_time_crossing(t0, t1, 0.0, 1.0, -1.0) == t0
-  assert ts.log_time_crossing(0.0, 100.0, 0.0, 1.0, 0.25) == pytest.approx(25.0)
+  assert timescales.log_time_crossing(t0, t1, 0.0, 1.0, 2.0) == t1
+  assert timescales.log_time_crossing(t0, t1, 0.0, 1.0, -1.0) == t0
+  assert timescales.log_time_crossing(0.0, 100.0, 0.0, 1.0, 0.25) == pytest.approx(25.0)
 
 
 # ------------------------------------------------------------------ tau_gen
@@ -45,8 +45,8 @@ def _quality_curve(tau_g, q_min=40.0, tol=0.1, times=TIMES):
 @pytest.mark.parametrize("tau_g", [150.0, 1000.0, 3000.0, 7777.0])
 def test_tau_gen_exact_interpolation(tau_g):
   q = _quality_curve(tau_g)
-  onset = ts.tau_gen(TIMES, q, tol=0.1)
-  assert onset.status == ts.OBSERVED
+  onset = timescales.tau_gen(TIMES, q, tol=0.1)
+  assert onset.status == timescales.OBSERVED
   assert onset.value == pytest.approx(tau_g, rel=1e-10)
   assert onset.lo < onset.value <= onset.hi
   assert onset.hi / onset.lo == 2.0
@@ -57,39 +57,39 @@ def test_tau_gen_non_monotone_takes_the_final_entry():
   # An early dip into the band at 400 steps that bounces out again does not count.
   q_dip = q.copy()
   q_dip[TIMES == 400] = 42.0
-  assert ts.tau_gen(TIMES, q_dip, tol=0.1).value == pytest.approx(3000.0, rel=1e-10)
+  assert timescales.tau_gen(TIMES, q_dip, tol=0.1).value == pytest.approx(3000.0, rel=1e-10)
   # Quality degrading after its minimum (e.g. KL once the model memorizes): "until=min"
   # still gives the entry before the minimum, "until=end" is undefined.
   q_late = q.copy()
   q_late[TIMES >= 25600] = 80.0
-  assert ts.tau_gen(TIMES, q_late, tol=0.1).value == pytest.approx(3000.0, rel=1e-10)
-  assert ts.tau_gen(TIMES, q_late, tol=0.1, until="end").status == ts.UNDEFINED
+  assert timescales.tau_gen(TIMES, q_late, tol=0.1).value == pytest.approx(3000.0, rel=1e-10)
+  assert timescales.tau_gen(TIMES, q_late, tol=0.1, until="end").status == timescales.UNDEFINED
   # Missing values (None) and an unsorted order are tolerated.
   order = np.arange(TIMES.size)[::-1]
   q_none = [None if t == 800 else v for t, v in zip(TIMES, q)]
-  onset = ts.tau_gen(TIMES[order], np.asarray(q_none, object)[order], tol=0.1)
+  onset = timescales.tau_gen(TIMES[order], np.asarray(q_none, object)[order], tol=0.1)
   assert onset.value == pytest.approx(3000.0, rel=1e-10)
 
 
 def test_tau_gen_censoring_and_noise_floor():
   flat = np.full(TIMES.size, 40.0)
-  left = ts.tau_gen(TIMES[1:], flat[1:])
-  assert left.status == ts.LEFT_CENSORED and left.bound == 100.0 and left.value is None
+  left = timescales.tau_gen(TIMES[1:], flat[1:])
+  assert left.status == timescales.LEFT_CENSORED and left.bound == 100.0 and left.value is None
   # Still falling at the last evaluation: in the band only there -> right-censored.
   falling = 1000.0 / np.maximum(TIMES, 1)
-  right = ts.tau_gen(TIMES, falling)
-  assert right.status == ts.RIGHT_CENSORED and right.value is None
+  right = timescales.tau_gen(TIMES, falling)
+  assert right.status == timescales.RIGHT_CENSORED and right.value is None
   assert right.bound == TIMES[-2]
-  assert ts.tau_gen(TIMES, [None] * TIMES.size).status == ts.UNDEFINED
+  assert timescales.tau_gen(TIMES, [None] * TIMES.size).status == timescales.UNDEFINED
   # A noisy plateau: its minimum (12800) follows a value out of the band (6400), so the
   # onset is the re-entry; with the metric's std given, the band is at least 2 std wide
   # and the whole descent below 1.4 counts.
   q = _quality_curve(3000.0, q_min=1.0, tol=0.1)
   noisy = q.copy()
   noisy[TIMES >= 6400] += [0.3, 0.0, 0.25, 0.1]
-  bare = ts.tau_gen(TIMES, noisy, tol=0.1)
+  bare = timescales.tau_gen(TIMES, noisy, tol=0.1)
   assert (bare.lo, bare.hi) == (6400.0, 12800.0)
-  with_std = ts.tau_gen(TIMES, noisy, tol=0.1, quality_std=np.full(TIMES.size, 0.2))
+  with_std = timescales.tau_gen(TIMES, noisy, tol=0.1, quality_std=np.full(TIMES.size, 0.2))
   assert (with_std.lo, with_std.hi) == (200.0, 400.0)
   assert with_std.value == pytest.approx(200 * 2 ** ((1.4 - noisy[2]) / (noisy[3] - noisy[2])))
 
@@ -98,9 +98,9 @@ def test_tau_gen_absolute_tolerance_for_a_metric_near_zero():
   # A KL estimate falls to ~0.01 and fluctuates: 10% of its minimum is below its noise.
   t = np.array([100, 200, 400, 800, 1600, 3200, 6400, 12800], float)
   kl = np.array([1.0, 0.3, 0.05, 0.012, 0.008, 0.011, 0.009, 0.013])
-  rel = ts.tau_gen(t, kl, tol=0.1)
+  rel = timescales.tau_gen(t, kl, tol=0.1)
   assert (rel.lo, rel.hi) == (800.0, 1600.0)
-  absolute = ts.tau_gen(t, kl, tol=0.1, abs_tol=0.01)  # band: KL <= 0.018
+  absolute = timescales.tau_gen(t, kl, tol=0.1, abs_tol=0.01)  # band: KL <= 0.018
   assert (absolute.lo, absolute.hi) == (400.0, 800.0)
   assert absolute.value == pytest.approx(400 * 2 ** ((0.018 - 0.05) / (0.012 - 0.05)))
 
@@ -118,8 +118,8 @@ def _fmem_curve(tau_m, threshold=0.01, times=TIMES):
 @pytest.mark.parametrize("tau_m", [300.0, 2400.0, 4800.0, 19200.0 * 1.1])
 def test_tau_mem_exact_interpolation(tau_m):
   f = _fmem_curve(tau_m)
-  onset = ts.tau_mem(TIMES, f, 0.5 * f, np.minimum(1.0, 1.5 * f), threshold=0.01)
-  assert onset.status == ts.OBSERVED
+  onset = timescales.tau_mem(TIMES, f, 0.5 * f, np.minimum(1.0, 1.5 * f), threshold=0.01)
+  assert onset.status == timescales.OBSERVED
   assert onset.value == pytest.approx(tau_m, rel=1e-10)
   assert onset.lo <= onset.value <= onset.hi
 
@@ -130,41 +130,41 @@ def test_tau_mem_interval_from_bootstrap_band():
   # f_mem_lo = f / 2 crosses 1% later than f (log-linear: exactly at 3200 (4800/3200)^2),
   # beyond the evaluation bracket [3200, 6400]; f_mem_hi crossing inside the bracket
   # leaves the bracket's start as the lower end.
-  onset = ts.tau_mem(TIMES, f, 0.5 * f, 2.0 * f, threshold=0.01)
+  onset = timescales.tau_mem(TIMES, f, 0.5 * f, 2.0 * f, threshold=0.01)
   assert onset.hi == pytest.approx(3200 * 1.5 ** 2, rel=1e-10)
   assert onset.lo == 3200.0
   assert onset.bracket == (3200.0, 6400.0)  # the evaluation bracket, kept for the fits
   # A bootstrap upper bound above 1% from 1600 on moves the lower end before the bracket.
   hi = np.where(TIMES >= 1600, 0.02, 0.0)
-  early = ts.tau_mem(TIMES, f, 0.5 * f, hi, threshold=0.01)
+  early = timescales.tau_mem(TIMES, f, 0.5 * f, hi, threshold=0.01)
   assert early.lo == pytest.approx(800 * 2 ** 0.5, rel=1e-10)
   assert early.value == pytest.approx(tau_m, rel=1e-10)
   # The lower bound never reaching the threshold leaves the interval open above.
-  open_hi = ts.tau_mem(TIMES, f, np.minimum(0.005, 0.5 * f), 2 * f, threshold=0.01)
+  open_hi = timescales.tau_mem(TIMES, f, np.minimum(0.005, 0.5 * f), 2 * f, threshold=0.01)
   assert open_hi.observed and open_hi.hi is None
 
 
 def test_tau_mem_needs_the_lower_bound_above_zero():
   f = np.where(TIMES >= 1600, 0.05, 0.0)
   lo = np.where(TIMES >= 6400, 0.01, 0.0)  # bootstrap interval touches 0 until 6400
-  onset = ts.tau_mem(TIMES, f, lo, threshold=0.01)
+  onset = timescales.tau_mem(TIMES, f, lo, threshold=0.01)
   assert onset.value == 6400.0  # f was already above 1% at 3200: no interpolation
   # Without the lower bound the threshold alone decides (log-linear from 800 to 1600).
-  assert ts.tau_mem(TIMES, f, threshold=0.01).value == pytest.approx(800 * 2 ** 0.2)
+  assert timescales.tau_mem(TIMES, f, threshold=0.01).value == pytest.approx(800 * 2 ** 0.2)
   # The paper's strict version (threshold 0): the onset is the last zero evaluation.
-  assert ts.tau_mem(TIMES, f, threshold=0.0).value == 800.0
+  assert timescales.tau_mem(TIMES, f, threshold=0.0).value == 800.0
 
 
 def test_tau_mem_censored_and_noisy():
   zero = np.zeros(TIMES.size)
-  onset = ts.tau_mem(TIMES, zero, zero, zero)
-  assert onset.status == ts.RIGHT_CENSORED and onset.value is None
+  onset = timescales.tau_mem(TIMES, zero, zero, zero)
+  assert onset.status == timescales.RIGHT_CENSORED and onset.value is None
   assert onset.bound == TIMES[-1]
   below = np.full(TIMES.size, 0.009)  # never above 1%, even with lo > 0
-  assert ts.tau_mem(TIMES, below, below / 2).status == ts.RIGHT_CENSORED
-  left = ts.tau_mem(TIMES[1:], np.full(TIMES.size - 1, 0.2), np.full(TIMES.size - 1, 0.1))
-  assert left.status == ts.LEFT_CENSORED and left.bound == 100.0
-  assert ts.tau_mem(TIMES, [None] * TIMES.size).status == ts.UNDEFINED
+  assert timescales.tau_mem(TIMES, below, below / 2).status == timescales.RIGHT_CENSORED
+  left = timescales.tau_mem(TIMES[1:], np.full(TIMES.size - 1, 0.2), np.full(TIMES.size - 1, 0.1))
+  assert left.status == timescales.LEFT_CENSORED and left.bound == 100.0
+  assert timescales.tau_mem(TIMES, [None] * TIMES.size).status == timescales.UNDEFINED
   # Binomial noise on 500 samples around a known onset: the estimate stays in the
   # bracket around the true crossing and the bootstrap interval covers it.
   rng = np.random.default_rng(1)
@@ -175,7 +175,7 @@ def test_tau_mem_censored_and_noisy():
     f = rng.binomial(500, p) / 500
     boot = rng.binomial(500, np.repeat(f[None], 200, 0)) / 500
     lo, hi = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
-    onset = ts.tau_mem(TIMES, f, lo, hi, threshold=0.01)
+    onset = timescales.tau_mem(TIMES, f, lo, hi, threshold=0.01)
     assert onset.observed and 1600 <= onset.value <= 12800
     hits += onset.lo <= tau_m <= (onset.hi or np.inf)
   assert hits >= 17
@@ -192,36 +192,36 @@ def test_loss_gap_onset():
   train = 1.0 - 0.5 * gap
   test = train + gap
   std = np.full(TIMES.size, s)
-  onset = ts.loss_gap_onset(TIMES, train, test, std, std, sigmas=2.0)
+  onset = timescales.loss_gap_onset(TIMES, train, test, std, std, sigmas=2.0)
   assert onset.value == pytest.approx(t_gap, rel=1e-10)
   assert (onset.lo, onset.hi) == (1600.0, 3200.0)
   # Without stds any positive gap counts: the onset moves to the last evaluation with no
   # gap (800; the gap leaves 0 at 1250, between 800 and 1600).
-  no_std = ts.loss_gap_onset(TIMES, train, test)
+  no_std = timescales.loss_gap_onset(TIMES, train, test)
   assert no_std.value == 800.0
   # A gap inside its noise is right-censored.
-  cens = ts.loss_gap_onset(TIMES, train, train + 0.5 * noise, std, std)
-  assert cens.status == ts.RIGHT_CENSORED and cens.bound == TIMES[-1]
+  cens = timescales.loss_gap_onset(TIMES, train, train + 0.5 * noise, std, std)
+  assert cens.status == timescales.RIGHT_CENSORED and cens.bound == TIMES[-1]
 
 
 # ------------------------------------------------------------------ statistics
 
 
 def test_mean_interval_and_geometric_mean():
-  est = ts.mean_interval([1.0, 3.0])
+  est = timescales.mean_interval([1.0, 3.0])
   t975_1 = 12.706204736174707  # Student t, 1 dof, 97.5% quantile
   assert est.value == 2.0
   assert est.lo == pytest.approx(2.0 - t975_1) and est.hi == pytest.approx(2.0 + t975_1)
-  assert ts.mean_interval([5.0, None]) == ts.Estimate(5.0)
-  assert ts.mean_interval([None, float("nan")]) is None
-  g = ts.geometric_mean([100.0, 400.0])
+  assert timescales.mean_interval([5.0, None]) == timescales.Estimate(5.0)
+  assert timescales.mean_interval([None, float("nan")]) is None
+  g = timescales.geometric_mean([100.0, 400.0])
   assert g.value == pytest.approx(200.0)
   assert g.lo == pytest.approx(200.0 * math.exp(-t975_1 * math.log(2)))
 
 
 def test_curve_stats_over_seeds():
   curves = [([0, 100, 200], [1.0, 2.0, 3.0]), ([0, 100, 200, 400], [3.0, 4.0, None, 7.0])]
-  st = ts.curve_stats(curves)
+  st = timescales.curve_stats(curves)
   np.testing.assert_array_equal(st.times, [0, 100, 200, 400])
   np.testing.assert_allclose(st.mean, [2.0, 3.0, 3.0, 7.0])
   np.testing.assert_array_equal(st.count, [2, 2, 1, 1])
@@ -232,15 +232,15 @@ def test_curve_stats_over_seeds():
 
 
 def test_onset_stats_with_censoring():
-  obs = [ts.Onset(ts.OBSERVED, value=v) for v in (100.0, 400.0)]
-  right = ts.Onset(ts.RIGHT_CENSORED, bound=5000.0)
-  st = ts.onset_stats(obs)
-  assert st.status == ts.OBSERVED and st.estimate.value == pytest.approx(200.0)
-  mixed = ts.onset_stats(obs + [right])
+  obs = [timescales.Onset(timescales.OBSERVED, value=v) for v in (100.0, 400.0)]
+  right = timescales.Onset(timescales.RIGHT_CENSORED, bound=5000.0)
+  st = timescales.onset_stats(obs)
+  assert st.status == timescales.OBSERVED and st.estimate.value == pytest.approx(200.0)
+  mixed = timescales.onset_stats(obs + [right])
   assert mixed.status == "partially_censored" and mixed.num_right_censored == 1
   assert mixed.estimate.value == pytest.approx(200.0)
-  allc = ts.onset_stats([right, ts.Onset(ts.RIGHT_CENSORED, bound=4000.0)])
-  assert allc.status == ts.RIGHT_CENSORED and allc.bound == 4000.0 and allc.estimate is None
+  allc = timescales.onset_stats([right, timescales.Onset(timescales.RIGHT_CENSORED, bound=4000.0)])
+  assert allc.status == timescales.RIGHT_CENSORED and allc.bound == 4000.0 and allc.estimate is None
 
 
 # ------------------------------------------------------------------ fits
@@ -249,20 +249,20 @@ def test_onset_stats_with_censoring():
 def test_power_law_fit_exact():
   n = np.array([8, 16, 32, 64, 128] * 2, float)
   tau = 300.0 * n ** 1.0 * np.repeat([1.0, 1.1], 5)  # two seeds, a constant seed factor
-  fit = ts.fit_power_law(n, tau)
+  fit = timescales.fit_power_law(n, tau)
   assert fit.alpha.value == pytest.approx(1.0, abs=1e-10)
   assert fit.prefactor.value == pytest.approx(300.0 * math.sqrt(1.1), rel=1e-10)
   assert fit.alpha.lo < 1.0 < fit.alpha.hi and fit.num_points == 10
-  exact = ts.fit_power_law([10, 100, 1000], [5.0 * x ** 0.5 for x in (10, 100, 1000)])
+  exact = timescales.fit_power_law([10, 100, 1000], [5.0 * x ** 0.5 for x in (10, 100, 1000)])
   assert exact.alpha.value == pytest.approx(0.5, abs=1e-12)
   assert exact.prefactor.value == pytest.approx(5.0, rel=1e-12)
   assert exact.alpha.hi - exact.alpha.lo < 1e-6
   np.testing.assert_allclose(exact.predict([10, 1000]), [5 * 10 ** 0.5, 5 * 1000 ** 0.5])
   # Two points: a fit without intervals; one distinct n: no fit.
-  two = ts.fit_power_law([8, 16], [80, 160])
+  two = timescales.fit_power_law([8, 16], [80, 160])
   assert two.alpha.value == pytest.approx(1.0) and two.alpha.lo is None
-  assert ts.fit_power_law([8, 8, 8], [1, 2, 3]) is None
-  assert ts.fit_power_law([], []) is None
+  assert timescales.fit_power_law([8, 8, 8], [1, 2, 3]) is None
+  assert timescales.fit_power_law([], []) is None
 
 
 def test_power_law_fit_interval_covers_under_noise():
@@ -272,7 +272,7 @@ def test_power_law_fit_interval_covers_under_noise():
   trials = 400
   for _ in range(trials):
     tau = 300.0 * n ** 1.1 * np.exp(rng.normal(0, 0.3, n.size))
-    fit = ts.fit_power_law(n, tau)
+    fit = timescales.fit_power_law(n, tau)
     covered_a += fit.alpha.lo <= 1.1 <= fit.alpha.hi
     covered_c += fit.prefactor.lo <= 300.0 <= fit.prefactor.hi
   # 95% intervals: coverage 0.95 +- 3 binomial std (0.011).
@@ -286,9 +286,9 @@ def test_width_scaling_exact():
     for n in (8, 16, 32, 64):
       widths.append(w)
       ns.append(n)
-      gens.append(ts.Onset(ts.OBSERVED, value=3e6 / w))
-      mems.append(ts.Onset(ts.OBSERVED, value=9600.0 * n / w))
-  ws = ts.width_scaling(widths, ns, gens, mems)
+      gens.append(timescales.Onset(timescales.OBSERVED, value=3e6 / w))
+      mems.append(timescales.Onset(timescales.OBSERVED, value=9600.0 * n / w))
+  ws = timescales.width_scaling(widths, ns, gens, mems)
   assert ws.widths == (16, 32, 64)
   for w in ws.widths:
     assert ws.w_tau_gen[w].value == pytest.approx(3e6)
@@ -299,7 +299,7 @@ def test_width_scaling_exact():
   assert ws.tau_mem_fit.exponent("width").value == pytest.approx(-1.0)
   assert ws.tau_mem_fit.prefactor.value == pytest.approx(9600.0)
   # A single width cannot determine a width exponent.
-  one = ts.width_scaling([32] * 4, ns[:4], gens[:4], mems[:4])
+  one = timescales.width_scaling([32] * 4, ns[:4], gens[:4], mems[:4])
   assert one.tau_gen_fit is None and one.tau_mem_fit is None and one.w_tau_gen_spread is None
 
 
@@ -317,10 +317,10 @@ def _records(width, table, times=(100, 200, 400, 800), num_params=None):
 
 
 def test_f_mem_at_uses_the_evaluation_at_or_before():
-  assert ts.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 399) == 0.1
-  assert ts.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 400) == 0.2
-  assert ts.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 99) is None
-  assert ts.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 401) is None
+  assert timescales.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 399) == 0.1
+  assert timescales.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 400) == 0.2
+  assert timescales.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 99) is None
+  assert timescales.f_mem_at([100, 200, 400], [0.0, 0.1, 0.2], 401) is None
 
 
 def test_phase_diagram_on_constructed_tables():
@@ -337,18 +337,18 @@ def test_phase_diagram_on_constructed_tables():
       64: [0.0, 0.0, 0.0, 0.0],
   }, num_params=4000)
   recs += _records(32, {8: [0.0, 0.5, 0.5, 0.5], 16: [0.0, 0.5, 0.5, 0.5]}, num_params=16000)
-  out = ts.phase_diagram(recs, {8: 100.0, 16: 100.0, 32: 50.0, 64: None},
+  out = timescales.phase_diagram(recs, {8: 100.0, 16: 100.0, 32: 50.0, 64: None},
                          multipliers=(1, 3, 8))
   got = {(b.width, b.multiplier): (b.n, b.status) for b in out}
   assert got[(8, 1.0)] == (8, "at_or_below")     # tau = 100: nothing memorized yet
-  assert got[(8, 3.0)] == (16, ts.OBSERVED)      # tau = 300 -> evaluation at 200
-  assert got[(8, 8.0)] == (64, ts.OBSERVED)      # tau = 800: n = 32 (one seed) memorizes
-  assert got[(16, 8.0)] == (64, ts.OBSERVED)     # not 16, despite its zero
+  assert got[(8, 3.0)] == (16, timescales.OBSERVED)      # tau = 300 -> evaluation at 200
+  assert got[(8, 8.0)] == (64, timescales.OBSERVED)      # tau = 800: n = 32 (one seed) memorizes
+  assert got[(16, 8.0)] == (64, timescales.OBSERVED)     # not 16, despite its zero
   assert got[(16, 3.0)] == (8, "at_or_below")
   assert got[(32, 1.0)] == (None, "before_first_evaluation")  # tau = 50
   assert got[(32, 3.0)] == (8, "at_or_below")     # tau = 150 -> evaluation at 100
   assert got[(32, 8.0)] == (None, "above_grid")   # tau = 400: even n = 16 memorizes
-  assert ts.phase_diagram(recs, {8: 1000.0}, multipliers=(1,))[0].status == "beyond_budget"
+  assert timescales.phase_diagram(recs, {8: 1000.0}, multipliers=(1,))[0].status == "beyond_budget"
   assert [b.num_params for b in out if b.width == 8] == [1000] * 3
   assert next(b for b in out if (b.width, b.multiplier) == (8, 8.0)).memorizing_n == (8, 16, 32)
 
@@ -357,10 +357,10 @@ def test_phase_diagram_thresholds_and_lower_bound():
   recs = [dict(width=8, n=8, times=[100, 200], f_mem=[0.0, 0.004], f_mem_lo=[0.0, 0.002]),
           dict(width=8, n=16, times=[100, 200], f_mem=[0.0, 0.02], f_mem_lo=[0.0, 0.0]),
           dict(width=8, n=32, times=[100, 200], f_mem=[0.0, 0.0], f_mem_lo=[0.0, 0.0])]
-  strict = ts.phase_diagram(recs, {8: 200.0}, multipliers=(1,))
-  assert (strict[0].n, strict[0].status) == (32, ts.OBSERVED)
+  strict = timescales.phase_diagram(recs, {8: 200.0}, multipliers=(1,))
+  assert (strict[0].n, strict[0].status) == (32, timescales.OBSERVED)
   # The tau_mem criterion: 0.4% is below 1% and 2% has a zero lower bound.
-  noisy = ts.phase_diagram(recs, {8: 200.0}, multipliers=(1,), threshold=0.01, use_lo=True)
+  noisy = timescales.phase_diagram(recs, {8: 200.0}, multipliers=(1,), threshold=0.01, use_lo=True)
   assert (noisy[0].n, noisy[0].status) == (8, "at_or_below")
-  no_tg = ts.phase_diagram(recs, {8: None}, multipliers=(1,))
+  no_tg = timescales.phase_diagram(recs, {8: None}, multipliers=(1,))
   assert no_tg[0].status == "no_tau_gen" and no_tg[0].tau is None

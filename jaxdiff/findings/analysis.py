@@ -89,7 +89,7 @@ class Sensitivity:
     key: a short identifier ("configured", "strict", "thr_0.005", "final_0.1", "tol_0.2").
     label: the definition in words.
     onsets: one Onset per run (in the order of the runs they were computed for).
-    fit: the censoring-aware fit (jaxdiff.fits), or None when the data do not determine it.
+    fit: the censoring-aware fit (jaxdiff.findings.fits), or None when the data do not determine it.
     least_squares: the old fit over the observed runs only (for comparison), or None.
   """
   key: str

@@ -21,7 +21,7 @@ is undefined) is interpolated linearly in t instead.
 
 Across runs: power laws y = c x^alpha fitted by ordinary least squares on logs with
 t-based confidence intervals (runs as independent points; censored runs excluded: the
-method before jaxdiff.fits, whose censoring-aware fits the report now states), seed
+method before jaxdiff.findings.fits, whose censoring-aware fits the report now states), seed
 statistics (t-based intervals of the mean over seeds and data indices; geometric means for
 timescales), width scaling (W tau_gen, tau_mem W / n; paper Fig. 3) and the (n, p) phase
 diagram (paper Fig. 3 right).
