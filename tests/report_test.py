@@ -516,6 +516,16 @@ def test_settings_from_config_and_overrides():
     settings_from_config(config, {"n_bootstrap": 5})
 
 
+def test_default_settings_are_base_configs_report_section():
+  from jaxdiff.findings import settings
+  report = base.get_config().report.to_dict()
+  assert settings.defaults() == {k: v for k, v in report.items() if k != "auto"}
+  # A config.json written before a key existed gets base.py's value for it.
+  config, _, _ = make_sweep(32)
+  config["report"].pop("loss_gap_sigmas", None)
+  assert settings_from_config(config)["loss_gap_sigmas"] == report["loss_gap_sigmas"]
+
+
 def test_missing_or_foreign_workdirs_raise_one_clear_error(tmp_path):
   with pytest.raises(WorkdirError, match="does not exist"):
     report.write_report([str(tmp_path / "nowhere")])

@@ -364,3 +364,64 @@ def test_phase_diagram_thresholds_and_lower_bound():
   assert (noisy[0].n, noisy[0].status) == (8, "at_or_below")
   no_tg = timescales.phase_diagram(recs, {8: None}, multipliers=(1,))
   assert no_tg[0].status == "no_tau_gen" and no_tg[0].tau is None
+
+
+# ------------------------------------------------------------------ the random-features study's onset and fit
+
+
+def test_rise_onset_after_the_minimum():
+  # test loss falls to its minimum at tau = 400, then L_gen rises log-linearly from 0.1 there
+  # by 0.05 per doubling: a rise of 0.1 is reached at tau = 1600, exactly between evaluations
+  # when the grid is coarse.
+  taus = np.array([0.0, 100, 200, 400, 800, 1600, 3200, 6400])
+  test = np.array([3.0, 2.0, 1.5, 1.0, 1.2, 1.4, 1.6, 1.8])
+  gen = np.where(taus <= 400, 0.1, 0.1 + 0.05 * np.log2(np.maximum(taus, 1) / 400))
+  o = timescales.rise_onset(taus, test, gen, rise=0.1)
+  assert o.observed and o.value == pytest.approx(1600.0, rel=1e-9)
+  coarse = [0, 1, 2, 3, 4, 6, 7]  # no evaluation at 1600: log-time interpolation finds it
+  o = timescales.rise_onset(taus[coarse], test[coarse], gen[coarse], rise=0.1)
+  assert o.value == pytest.approx(1600.0, rel=1e-9) and (o.lo, o.hi) == (800.0, 3200.0)
+  o = timescales.rise_onset(taus, test, gen, rise=1.0)
+  assert o.status == timescales.RIGHT_CENSORED and o.bound == 6400.0
+  # A rise before the minimum does not count.
+  assert timescales.rise_onset(taus, test, np.where(taus < 400, 5.0, gen), rise=0.1).value == (
+      pytest.approx(1600.0))
+
+
+def test_weighted_power_law_fit_and_stderr():
+  rng = np.random.default_rng(0)
+  x = np.array([1.0, 2, 4, 8, 16, 32])
+  err = np.array([0.01, 0.01, 0.01, 0.01, 0.5, 0.5])  # relative errors of y
+  y = 0.2 * x ** -0.55 * np.exp(err * rng.standard_normal(x.size))
+  y[-1] *= 3.0  # an outlier with a large error barely moves the weighted fit
+  fit = timescales.fit_power_law(x, y, y_err=err * y, name="psi_n")
+  plain = timescales.fit_power_law(x, y, name="psi_n")
+  assert abs(fit.alpha.value + 0.55) < 0.02 < abs(plain.alpha.value + 0.55)
+  # The standard error is the half-width of the t-interval over its quantile.
+  (se,) = fit.stderrs
+  half = (fit.alpha.hi - fit.alpha.lo) / 2
+  assert half == pytest.approx(timescales.t_quantile(0.95, x.size - 2) * se, rel=1e-9)
+  # Closed form of weighted least squares on logs.
+  w = 1 / err ** 2
+  X = np.stack([np.ones_like(x), np.log(x)], 1)
+  beta = np.linalg.solve(X.T @ (w[:, None] * X), X.T @ (w * np.log(y)))
+  assert fit.alpha.value == pytest.approx(beta[1], rel=1e-9)
+  assert fit.prefactor.value == pytest.approx(math.exp(beta[0]), rel=1e-9)
+  # Two points: no scatter to estimate, no standard error.
+  assert timescales.fit_power_law([1.0, 2.0], [1.0, 2.0]).stderrs == (None,)
+
+
+def test_power_laws_share_one_definition():
+  from jaxdiff.findings import fits
+  assert issubclass(timescales.PowerLawFit, timescales.PowerLaw)
+  assert issubclass(fits.CensoredFit, timescales.PowerLaw)
+  fit = timescales.fit_power_law_multi({"n": [1.0, 2, 4, 8], "width": [1.0, 2, 1, 2]},
+                                       [3.0, 3.0 * 2 * 2 ** -1, 3.0 * 4, 3.0 * 8 * 2 ** -1])
+  assert fit.exponent("n").value == pytest.approx(1.0) and fit.exponent("width").value == (
+      pytest.approx(-1.0))
+  assert fit.predict([16.0], [2.0])[0] == pytest.approx(3.0 * 16 / 2)
+
+
+def test_spread():
+  assert timescales.spread([2.0, 8.0, 4.0]) == 4.0
+  assert timescales.spread([3.0]) is None and timescales.spread([]) is None
