@@ -73,6 +73,12 @@ def fmt_exponent(e: timescales.Estimate) -> str:
   return f"{r(e.value)} ± {r(max(e.hi - e.value, e.value - e.lo))}"
 
 
+def table_head(*columns: str) -> list[str]:
+  """The header line and the separator line of a markdown table (report.md of a sweep and
+  of the random-features study)."""
+  return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 SHORT_QUALITY = {"fid": "FID", "classifier_fd": "classifier-feature FD",
                  "pixel_fd": "pixel-space FD", "gmm_kl": "KL estimate"}
 

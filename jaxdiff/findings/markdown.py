@@ -11,7 +11,7 @@ from jaxdiff.findings import protocol
 from jaxdiff.findings import timescales
 from jaxdiff.findings.analysis import Analysis, Sensitivity
 from jaxdiff.findings.formatting import (fmt, fmt_est, fmt_onset, fmt_slope, fmt_stats,
-                                         short_quality)
+                                         short_quality, table_head)
 from jaxdiff.findings.interpretation import (definitions, interpret_contrast,
                                              interpret_loss_gap, interpret_phase,
                                              interpret_tau_gen, interpret_tau_mem,
@@ -82,9 +82,8 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
   lines.append(f"Timescales: geometric mean [{int(100 * s_['conf'])}% interval]; censored "
                "runs are shown as bounds (> budget) and left out of the means.")
   lines.append("")
-  lines.append(f"| W | lr | n | runs | tau_gen | tau_mem | tau_mem / n | loss-gap onset | "
-               f"best {q} | final f_mem |")
-  lines.append("|---|---|---|---|---|---|---|---|---|---|")
+  lines += table_head("W", "lr", "n", "runs", "tau_gen", "tau_mem", "tau_mem / n",
+                      "loss-gap onset", f"best {q}", "final f_mem")
   for s in a.series:
     for g in s.groups:
       per_n = "–"
@@ -101,9 +100,9 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
                "the least-squares fits over the observed runs only, the method before, in "
                "brackets after \"LS\".")
   lines.append("")
-  lines.append("| W | lr | tau_mem = c n^alpha: alpha | c | LS alpha | tau_mem / n (alpha = 1) | "
-               "tau_gen | tau_gen vs n: slope | LS slope | loss gap vs n: slope |")
-  lines.append("|---|---|---|---|---|---|---|---|---|---|")
+  lines += table_head("W", "lr", "tau_mem = c n^alpha: alpha", "c", "LS alpha",
+                      "tau_mem / n (alpha = 1)", "tau_gen", "tau_gen vs n: slope", "LS slope",
+                      "loss gap vs n: slope")
   for s in a.series:
     f = s.tau_mem_cfit
     alpha = "too few memorizing runs" if f is None else fmt_slope(f.alpha)
@@ -120,9 +119,8 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
   if any(a.phase.values()):
     mults = s_["phase_multipliers"]
     lines += ["## Phase diagram: smallest n with f_mem(tau) = 0", ""]
-    lines.append("| lr | W | parameters | tau_gen | " + " | ".join(
-        f"tau = {fmt(m)} tau_gen" for m in mults) + " |")
-    lines.append("|---|---|---|---|" + "---|" * len(mults))
+    lines += table_head("lr", "W", "parameters", "tau_gen",
+                        *(f"tau = {fmt(m)} tau_gen" for m in mults))
     for lr, bs in a.phase.items():
       for w in sorted({b.width for b in bs}):
         row = [b for b in bs if b.width == w]
@@ -158,9 +156,8 @@ def markdown(a: Analysis, figures: Sequence[tuple[str, str]], out_dir: str) -> s
       lines += [f"![samples at step {g['step']}]({rel})", "", caption + ".*", ""]
 
   lines += ["## Per run", ""]
-  lines.append(f"| workdir | run | W | lr | n | seed | index | tau_gen | tau_mem | loss-gap onset "
-               f"| best {q} | final f_mem |")
-  lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  lines += table_head("workdir", "run", "W", "lr", "n", "seed", "index", "tau_gen", "tau_mem",
+                      "loss-gap onset", f"best {q}", "final f_mem")
   for r in a.runs:
     best = r.best_quality()[0]
     ff = r.final("f_mem")[0]
@@ -199,8 +196,8 @@ def sensitivity_lines(a: Analysis) -> list[str]:
          "written from every row below, not from one. Runs: observed / right-censored / "
          f"left-censored. Exponent: censoring-aware fit with its {conf}% interval; LS: least "
          "squares over the observed runs only (t-interval), shown for comparison.", ""]
-  head = ["| definition of the onset | runs | exponent | interval from | LS exponent |",
-          "|---|---|---|---|---|"]
+  head = table_head("definition of the onset", "runs", "exponent", "interval from",
+                    "LS exponent")
   for s in a.series:
     out += [f"**{s.label}**: tau_mem = c n^alpha", ""] + head
     out += [_sens_row(row, "n") for row in s.mem_sensitivity]

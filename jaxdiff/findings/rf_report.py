@@ -14,6 +14,7 @@ import numpy as np
 from jaxdiff import fileio
 from jaxdiff.findings import rf_figures
 from jaxdiff.findings import timescales
+from jaxdiff.findings.formatting import table_head
 from jaxdiff.theory import spectrum
 
 # paper.md 2.2 (tanh, sigma_x = 1): t -> (a_t, b_t, v_t^2, s_t^2).
@@ -209,19 +210,17 @@ def _markdown(s: dict) -> str:
               "numbers show that the pipeline works, not the paper's values: run the full "
               "config for those.", ""]
   lines += ["## Gaussian-equivalence constants", "",
-            "| t | Delta_t | Gamma_t | a_t | b_t | v_t^2 | s_t^2 | mu_1 | norm^2 |"
-            " paper (a, b, v^2, s^2) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            *table_head("t", "Delta_t", "Gamma_t", "a_t", "b_t", "v_t^2", "s_t^2", "mu_1",
+                        "norm^2", "paper (a, b, v^2, s^2)")]
   for c in s["constants"]:
     ref = ", ".join(f"{v:g}" for v in c["paper_a_b_v2_s2"]) if "paper_a_b_v2_s2" in c else "-"
     lines.append(f"| {c['t']:g} | {c['delta']:.6f} | {c['gamma']:.6f} | {c['a']:.6f} | "
                  f"{c['b']:.6f} | {c['v2']:.6g} | {c['s2']:.6g} | {c['mu1']:.6f} | "
                  f"{c['norm2']:.6f} | {ref} |")
   lines += ["", "## Spectrum of U (Fig. 4, Fig. 14)", "", "![spectrum](fig4_14_spectrum.png)", "",
-            "| psi_p | psi_n | t | Sigma | delta mass | mass rho_1 region | mass rho_2 region |"
-            " total | Thm 3.1 rho_2 support | Thm 3.2 rho_1 | Thm 3.2 rho_2 |"
-            " GE counts (delta/1/2) | KS 1 | KS 2 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            *table_head("psi_p", "psi_n", "t", "Sigma", "delta mass", "mass rho_1 region",
+                        "mass rho_2 region", "total", "Thm 3.1 rho_2 support", "Thm 3.2 rho_1",
+                        "Thm 3.2 rho_2", "GE counts (delta/1/2)", "KS 1", "KS 2")]
   for c in s["spectrum"]:
     sup2 = c["thm31_support_region2"]
     sup2 = f"[{sup2[0][0]:.3g}, {sup2[-1][1]:.3g}]" if sup2 else "-"
@@ -247,7 +246,7 @@ def _markdown(s: dict) -> str:
               "s_t^2 peak is spread out: the noise nonlinearity lives in polynomials of only d "
               "variables, which the Gaussian equivalent's s_t^2 I assumes to be many more than p."]
   lines += ["", "## tau_mem = psi_p / (Delta_t lambda_min) (Theorem 3.2)", "",
-            "| psi_p | psi_n | t | lambda_min | tau_mem | paper |", "|---|---|---|---|---|---|"]
+            *table_head("psi_p", "psi_n", "t", "lambda_min", "tau_mem", "paper")]
   for r in s["tau_mem"]:
     lines.append(f"| {r['psi_p']:g} | {r['psi_n']:g} | {r['t']:g} | {r['lambda_min']:.5f} | "
                  f"{r['tau_mem']:.1f} | {r['paper'] if r['paper'] else '-'} |")
@@ -258,9 +257,8 @@ def _markdown(s: dict) -> str:
             f"eta/d^2 = {sim['dtau']:.4g}), {sim['num_steps']} steps up to tau = "
             f"{sim['tau_max']:.4g}. Onset: L_gen {sim['onset_rise']:g} above its value at the "
             "test-loss minimum.", "",
-            "| psi_n | tau_mem | onset (sim) | onset / tau_mem (sim) | onset (exact) |"
-            " onset / tau_mem (exact) |",
-            "|---|---|---|---|---|---|"]
+            *table_head("psi_n", "tau_mem", "onset (sim)", "onset / tau_mem (sim)",
+                        "onset (exact)", "onset / tau_mem (exact)")]
   for i, pn in enumerate(sim["psi_n"]):
     lines.append(f"| {pn:g} | {sim['tau_mem'][i]:.0f} | {_fmt(sim['onset_sim'][i])} | "
                  f"{_fmt(sim['onset_over_tau_mem_sim'][i])} | {_fmt(sim['onset_exact'][i])} | "
@@ -282,7 +280,7 @@ def _markdown(s: dict) -> str:
             f"psi_p = {es['psi_p']:g}, t = {es['t']:g}, d = {es['d']} (Gaussian-equivalent "
             f"closed form, gradient flow): {_fit_text(es['fit'])}. " + _escore_comparison(es),
             "",
-            "| psi_n | E*_score | std | tau* (median) |", "|---|---|---|---|"]
+            *table_head("psi_n", "E*_score", "std", "tau* (median)")]
   for i, pn in enumerate(es["psi_n"]):
     lines.append(f"| {pn:g} | {es['estar_mean'][i]:.4g} | {es['estar_std'][i]:.2g} | "
                  f"{es['tau_star_median'][i]:.4g} |")
