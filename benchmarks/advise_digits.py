@@ -28,9 +28,11 @@ sys.path.insert(0, ROOT)
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxdiff import advise  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxdiff.findings.analysis import analyze  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxdiff.findings.settings import settings_from_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxdiff.findings.workdirs import load_workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiff.findings.analysis import analyze
+from jaxdiff.findings.settings import settings_from_config
+from jaxdiff.findings.workdirs import load_workdir
+# pylint: enable=g-import-not-at-top,wrong-import-position
 from jaxdiff import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGETS = (128, 256)

@@ -1,4 +1,5 @@
-"""Tests of jaxdiff.findings.figures on one small synthetic sweep: what a reader sees in each figure.
+"""Tests of jaxdiff.findings.figures on one small synthetic sweep: what a reader sees in each
+figure.
 
 The sweep: n = 8, 16, 32, 64 x 2 seeds at one width, evaluations at 0 and 100 * 2^k up to
 25600; tau_mem = 500 n x (1, 1.1) for seeds (0, 1), so n = 64 (32000, 35200) is

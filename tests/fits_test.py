@@ -1,4 +1,5 @@
-"""Tests of jaxdiff.findings.fits: the interval-censored power-law fit, its intervals, the collapse."""
+"""Tests of jaxdiff.findings.fits: the interval-censored power-law fit, its intervals, the
+collapse."""
 
 import math
 
@@ -53,7 +54,8 @@ def test_exact_values_reduce_to_least_squares_with_its_t_interval():
 
 def test_onset_bounds():
   onsets = [timescales.Onset(timescales.OBSERVED, value=300.0, lo=200.0, hi=400.0),
-            timescales.Onset(timescales.OBSERVED, value=300.0, lo=150.0, hi=None, bracket=(250.0, 375.0)),
+            timescales.Onset(timescales.OBSERVED, value=300.0, lo=150.0, hi=None,
+                             bracket=(250.0, 375.0)),
             timescales.Onset(timescales.RIGHT_CENSORED, bound=1000.0, lo=1000.0),
             timescales.Onset(timescales.LEFT_CENSORED, bound=100.0, hi=100.0),
             timescales.Onset(timescales.UNDEFINED)]
@@ -118,7 +120,8 @@ def test_coverage_with_right_censored_largest_n(seeds, method):
   cover = np.mean([f.alpha.lo <= 1.0 <= f.alpha.hi for f in out])
   assert cover >= 0.90
   assert abs(alpha.mean() - 1.0) < 0.04
-  ls = np.array([timescales.fit_power_law(n[seen[r]], tau[r, seen[r]]).alpha.value for r in range(reps)])
+  ls = np.array([timescales.fit_power_law(n[seen[r]], tau[r, seen[r]]).alpha.value
+                 for r in range(reps)])
   bias = 1.0 - ls.mean()
   assert bias > 0.04 and bias > 4 * ls.std(ddof=1) / math.sqrt(reps)
   assert abs(alpha.mean() - 1.0) < bias / 2

@@ -366,7 +366,7 @@ def test_phase_diagram_thresholds_and_lower_bound():
   assert no_tg[0].status == "no_tau_gen" and no_tg[0].tau is None
 
 
-# ------------------------------------------------------------------ the random-features study's onset and fit
+# ------------------------------------------------------------------ the random-features study's
 
 
 def test_rise_onset_after_the_minimum():

@@ -101,7 +101,8 @@ class Sensitivity:
   def counts(self) -> tuple[int, int, int]:
     """(observed, right-censored, left-censored) runs."""
     st = [o.status for o in self.onsets]
-    return st.count(timescales.OBSERVED), st.count(timescales.RIGHT_CENSORED), st.count(timescales.LEFT_CENSORED)
+    return (st.count(timescales.OBSERVED), st.count(timescales.RIGHT_CENSORED),
+            st.count(timescales.LEFT_CENSORED))
 
   def to_dict(self) -> dict[str, Any]:
     obs, right, left = self.counts()
@@ -376,7 +377,8 @@ def analyze(sweeps: Sequence[WorkdirFiles], settings: Mapping[str, Any]) -> Anal
     groups = []
     for n in sorted({r.n for r in srun}):
       grun = [r for r in srun if r.n == n]
-      curves = {name: timescales.curve_stats([(r.curves["step"], r.curves[name]) for r in grun], conf=conf)
+      curves = {name: timescales.curve_stats([(r.curves["step"], r.curves[name]) for r in grun],
+                                             conf=conf)
                 for name in CURVES}
       groups.append(GroupResult(
           width, lr, n, grun, curves,

@@ -149,7 +149,8 @@ def _at(st: timescales.CurveStats, x: float) -> float:
   return float(np.interp(np.log(x), np.log(t), m))
 
 
-def _mark_onset(ax, st: timescales.CurveStats, stats: timescales.OnsetStats, onsets: Sequence[timescales.Onset],
+def _mark_onset(ax, st: timescales.CurveStats, stats: timescales.OnsetStats,
+                onsets: Sequence[timescales.Onset],
                 color) -> str | None:
   """Marks a group's onset on its mean curve: a filled dot at the estimate (the geometric
   mean over the observed runs), with a horizontal bar over the runs' min-max range (the
@@ -164,7 +165,8 @@ def _mark_onset(ax, st: timescales.CurveStats, stats: timescales.OnsetStats, ons
     ax.errorbar([x], [_at(st, x)], xerr=xerr, fmt="o", ms=5, mfc=color, mec="k",
                 mew=0.8, ecolor=color, elinewidth=1.5, capsize=2, zorder=5)
     return "observed"
-  if stats.status in (timescales.RIGHT_CENSORED, timescales.LEFT_CENSORED) and stats.bound is not None:
+  if (stats.status in (timescales.RIGHT_CENSORED, timescales.LEFT_CENSORED)
+      and stats.bound is not None):
     right = stats.status == timescales.RIGHT_CENSORED
     ax.plot([stats.bound], [_at(st, stats.bound)], ">" if right else "<",
             ms=7, mfc="none", mec=color, mew=1.2, zorder=5)

@@ -496,7 +496,8 @@ def fit_censored(xs: Mapping[str, Any], lo, hi, *, seeds=None, indices=None,
                             min_clusters=min_clusters)[0]
 
 
-def fit_onsets(xs: Mapping[str, Any], onsets: Sequence[timescales.Onset], **kw) -> CensoredFit | None:
+def fit_onsets(xs: Mapping[str, Any], onsets: Sequence[timescales.Onset],
+               **kw) -> CensoredFit | None:
   """`fit_censored` on the intervals of `onsets` (see `onset_bounds`)."""
   lo, hi = onset_bounds(onsets)
   return fit_censored(xs, lo, hi, **kw)
@@ -624,4 +625,5 @@ def collapse_exponent(ns: Sequence[float], curves: Sequence[tuple[Any, Any]], *,
   lo = None if q[0] <= grid[0] else float(min(q[0], alpha))
   hi = None if q[1] >= grid[-1] else float(max(q[1], alpha))
   at_edge = alpha <= grid[0] or alpha >= grid[-1]
-  return CollapseFit(timescales.Estimate(alpha, lo, hi), method, detail, m, grid, cost[0], at_edge, conf)
+  return CollapseFit(timescales.Estimate(alpha, lo, hi), method, detail, m, grid, cost[0],
+                     at_edge, conf)

@@ -33,7 +33,8 @@ def _bounds(e: timescales.Estimate) -> tuple[float, float]:
   return (-math.inf if e.lo is None else e.lo, math.inf if e.hi is None else e.hi)
 
 
-def exponent_verdict(entries: Sequence[tuple[str, timescales.Estimate]], ref: float) -> dict[str, Any]:
+def exponent_verdict(entries: Sequence[tuple[str, timescales.Estimate]],
+                     ref: float) -> dict[str, Any]:
   """How a set of exponent estimates (one per definition) stands against `ref`.
 
   Returns {"kind": "all_contain" | "all_above" | "all_below" | "mixed" | "none",
@@ -274,8 +275,9 @@ def interpret_width_exponents(wsens: Mapping[str, list[Sensitivity]]) -> list[st
     if not entries:
       continue
     v = exponent_verdict(entries, -1.0)
-    text = (f"Censoring-aware {name}: {what} between {fmt_slope(timescales.Estimate(v['min']))} and "
-            f"{fmt_slope(timescales.Estimate(v['max']))} across {len(entries)} definitions")
+    lo, hi = (fmt_slope(timescales.Estimate(v[k])) for k in ("min", "max"))
+    text = (f"Censoring-aware {name}: {what} between {lo} and {hi} across {len(entries)} "
+            "definitions")
     text += {"all_contain": ", every interval containing -1, as the paper finds.",
              "all_above": ", every interval above -1 (a weaker width dependence than the "
                           "paper's W^-1).",

@@ -205,7 +205,8 @@ def sensitivity_lines(a: Analysis) -> list[str]:
     if c is not None:
       val = fmt_slope(c.alpha) + (" (at the grid's edge)" if c.at_edge else "")
       out.append(f"| collapse of f_mem / f_mem(τ_max) against τ / n^alpha (the paper's "
-                 f"criterion) | {c.num_runs} curves | {val} | {interpretation.method_text(c)} | – |")
+                 f"criterion) | {c.num_runs} curves | {val} | "
+                 f"{interpretation.method_text(c)} | – |")
     out.append("")
     if any(row.fit is not None for row in s.gen_sensitivity):
       out += [f"**{s.label}**: tau_gen = c n^slope", ""] + head

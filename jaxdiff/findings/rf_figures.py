@@ -205,7 +205,8 @@ def escore_figure(es: dict, fit: dict | None, path: str) -> None:
   x = np.geomspace(es["psi_n"].min(), es["psi_n"].max(), 50)
   if fit is not None:  # None: a single psi_n
     err = "" if fit["slope_stderr"] is None else f" $\\pm$ {fit['slope_stderr']:.3f}"
-    a2.plot(x, fit["prefactor"] * x**fit["slope"], "k--", label=f"fit: slope {fit['slope']:.3f}{err}")
+    a2.plot(x, fit["prefactor"] * x**fit["slope"], "k--",
+            label=f"fit: slope {fit['slope']:.3f}{err}")
   a2.plot(x, mean[0] * (x / x[0])**-0.59, color="gray", ls=":", label="paper ($\\psi_p$=32): slope -0.59")
   a2.set_xscale("log")
   a2.set_yscale("log")

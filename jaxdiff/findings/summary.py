@@ -86,7 +86,8 @@ RUNS_CSV_COLUMNS = (
     "loss_gap_onset", "loss_gap_onset_lo", "loss_gap_onset_hi", "loss_gap_onset_censoring",
     "final_step", "final_f_mem", "final_f_mem_lo", "final_f_mem_hi", "final_quality",
     "best_quality", "best_quality_step", "diverged")
-CENSORING = {timescales.OBSERVED: "observed", timescales.RIGHT_CENSORED: "right", timescales.LEFT_CENSORED: "left"}
+CENSORING = {timescales.OBSERVED: "observed", timescales.RIGHT_CENSORED: "right",
+             timescales.LEFT_CENSORED: "left"}
 
 
 def _diverged(a: Analysis, r: RunResult) -> bool | None:
