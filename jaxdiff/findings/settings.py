@@ -104,4 +104,3 @@ def settings_from_config(config: Mapping[str, Any], overrides=None) -> dict[str,
                         else "an integer >= 0")
     s[key] = int(v)
   return s
-
