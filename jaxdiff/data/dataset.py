@@ -172,8 +172,8 @@ def reference_metadata(ref, available) -> dict:
 
 
 def from_arrays(name, images, labels, num_test, order_seed, max_pool, reference,
-                metadata) -> Dataset:
-  """A Dataset of images held in memory in their natural order (digits, the user's files).
+                metadata, kind="image") -> Dataset:
+  """A Dataset of items held in memory in their natural order (digits, the user's files).
 
   The natural order is permuted by `order_seed >= 0` (numpy's default_rng(order_seed)
   permutation of all items), then split as `split` does: test = the end, reference block
@@ -184,7 +184,7 @@ def from_arrays(name, images, labels, num_test, order_seed, max_pool, reference,
   order = natural_or_seeded(total, order_seed)
   pool_idx, ref_idx, test_idx = split(order, num_test, max_pool, reference)
   return Dataset(
-      name=name, kind="image", pool=images[pool_idx], test=images[test_idx],
+      name=name, kind=kind, pool=images[pool_idx], test=images[test_idx],
       pool_labels=None if labels is None else labels[pool_idx],
       test_labels=None if labels is None else labels[test_idx],
       metadata={**metadata, "num_total": total, "order_seed": order_seed,
