@@ -126,3 +126,52 @@ def test_a_sweep_on_a_registered_dataset_writes_its_rows(rings, tmp_path):
     assert math.isfinite(r["quality"]) and r["quality"] >= 0
   with open(os.path.join(workdir, "runs.json")) as f:
     assert {run["dataset"] for run in json.load(f)} == {"rings"}
+
+
+def _facts_match(name, cfg, **load):
+  source = data_lib.source_for(name)
+  dataset = data_lib.load_dataset(cfg, **load)
+  assert dataset.kind == source.kind, name
+  assert (dataset.pool_labels is not None) == source.labelled, name
+  assert tuple(dataset.pool.shape[1:]) == source.shape(cfg), name
+  assert source.default_quality != "classifier_fd" or (source.kind == "image"
+                                                       and source.labelled), name
+
+
+def test_every_builtin_source_declares_what_it_loads(tmp_path):
+  """What the planner reads (kind, labels, shape) is what the loader gives, per source."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  base = test_config.get_config().data
+  checked = set()
+
+  def with_(**overrides):
+    cfg = base.copy_and_resolve_references()
+    for key, value in overrides.items():
+      cfg[key] = value
+    return cfg
+
+  _facts_match("digits", with_(dataset="digits"))
+  _facts_match("gmm", with_(dataset="gmm", dim=3, pool_size=50, num_test=10), max_pool=20)
+  _facts_match("gaussian", with_(dataset="gaussian", dim=4, pool_size=50, num_test=10))
+  checked.update(("digits", "gmm", "gaussian"))
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(6):
+    Image.fromarray(np.full((10, 12, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+  np.save(tmp_path / "a.npy", np.zeros((6, 9, 9), np.uint8))
+  np.savez(tmp_path / "a.npz", images=np.zeros((6, 9, 9, 3), np.float32))
+  for name, path, gray in (("folder", folder, False), ("npy", tmp_path / "a.npy", True),
+                           ("npz", tmp_path / "a.npz", False)):
+    _facts_match(name, with_(dataset=name, path=str(path), image_size=8, grayscale=gray,
+                             num_test=2))
+    checked.add(name)
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=4):
+    for name, gray in (("celeb_a", True), ("cifar10", False), ("tfds:mnist", True)):
+      _facts_match(name, with_(dataset=name, image_size=8, grayscale=gray, num_test=3,
+                               tfds_data_dir=str(tmp_path / "tfds")))
+      checked.add("tfds:" if name.startswith("tfds:") else name)
+  # Every built-in source was loaded above (the "tfds:" prefix through tfds:mnist): a new
+  # built-in source adds its line here.
+  assert checked == {s.name for s in data_lib.registered()}
