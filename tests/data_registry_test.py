@@ -39,7 +39,7 @@ def _load_rings(cfg, *, num_test, order_seed, max_pool, reference):
   angle = rng.uniform(0.0, 2 * math.pi, total)
   radius = 1.0 + labels + NOISE * rng.standard_normal(total)
   points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1).astype(np.float32)
-  # Seed -1 keeps the draw order; from_arrays applies data.order_seed's permutation.
+  # data.order_seed seeds the draws; their order is kept (-1: no permutation on top).
   return dataset_lib.from_arrays("rings", points, labels, num_test, -1, max_pool, reference,
                                  {"source": f"{rings} rings"}, kind="vector")
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 
-from jaxdiff import errors
 from jaxdiff import data as data_lib
+from jaxdiff import errors
 from jaxdiff.data import preprocess
 from jaxdiff.data import tfds_images
 
