@@ -27,7 +27,8 @@ def get_config():
   # ---------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
   # digits | gmm | gaussian | celeb_a | cifar10 | folder | npz | npy | tfds:NAME (any image
-  # dataset of tensorflow-datasets, e.g. tfds:mnist; prepared with `tfds build`).
+  # dataset of tensorflow-datasets, e.g. tfds:mnist; prepared with `tfds build`). Each is an
+  # entry of jaxdiff/data's registry, which reads the data keys below (no defaults of its own).
   data.dataset = "celeb_a"
   # folder / npz / npy: the folder of image files (PNG/JPEG/BMP/TIFF, recursively, sorted by
   # path) or the array file; resized and centre-cropped to data.image_size as CelebA.

@@ -4,7 +4,7 @@
       [--heldout=HELDOUT] [--k=1/3,1/2,1/4] [--image_size=32] [--grayscale=auto]
 
 TRAIN, SAMPLES and HELDOUT are folders of image files (PNG/JPEG/BMP/TIFF, recursively)
-or .npz / .npy arrays (jaxdiff.image_files): the samples may come from any framework
+or .npz / .npy arrays (jaxdiff.data.image_files): the samples may come from any framework
 (a diffusers pipeline, the authors' PNG files, ...). Both sets go through the same
 preprocessing, stated in the output.
 
@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxdiff import fileio
-from jaxdiff import image_files
+from jaxdiff.data import image_files
 from jaxdiff.errors import DataError, JaxdiffError, WorkdirError, exit_with_error
 
 DEFAULT_KS = "1/3,1/2,1/4"

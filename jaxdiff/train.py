@@ -37,11 +37,11 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from jaxdiff import checkpointing
+from jaxdiff import data
 from jaxdiff import diffusion
 from jaxdiff import eval_times
 from jaxdiff import evaluate
 from jaxdiff import fileio
-from jaxdiff import input_pipeline
 from jaxdiff import models
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
@@ -371,7 +371,7 @@ def _run_inputs(table: runs_lib.RunTable, dataset, config, num_padded: int) -> d
   means = []
   for r in rows:
     if config.data.center:
-      m = np.asarray(input_pipeline.train_mean(dataset.pool[r.offset:r.offset + r.n]),
+      m = np.asarray(data.train_mean(dataset.pool[r.offset:r.offset + r.n]),
                      np.float32)
       means.append(np.broadcast_to(m, (channels,)))
     else:
@@ -486,9 +486,9 @@ class Sweep:
     self.strategy = sharding.resolve_strategy(config.train.models_axis,
                                               mesh.devices.flat[0].platform)
     self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
-    self.dataset = dataset = input_pipeline.load_dataset(
+    self.dataset = dataset = data.load_dataset(
         config.data, max_pool=_max_pool(config, table), reference=_reference_size(config))
-    input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
+    data.check_subsets(dataset, config.data.n_train, config.data.index)
     validation.validate_against_data(config, table, dataset, mesh)
     self.claim.record_config()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import numbers
 
+from jaxdiff import data
 from jaxdiff import diffusion
 from jaxdiff import eval_times
-from jaxdiff import input_pipeline
 from jaxdiff.errors import ConfigError
 
 QUALITY = ("auto", "fid", "classifier_fd", "pixel_fd", "gmm", "none")
@@ -53,13 +53,9 @@ def validate_sweep(config) -> None:
 
   _choice("experiment", config.experiment, ("diffusion",))
   d = config.data
-  # The registry of datasets is input_pipeline's (built-ins, data.path files, tfds:NAME).
-  input_pipeline.check_dataset_name(d.dataset)
-  if d.dataset in input_pipeline.FILE_DATASETS:
-    path = d.get("path", "")
-    _require(isinstance(path, str) and bool(path), "data.path", path,
-             f"the path of {input_pipeline.FILE_DATASETS[d.dataset]} for data.dataset = "
-             f"{d.dataset!r}")
+  # The dataset's own keys are checked by its registry entry (jaxdiff.data).
+  source = data.source_for(d.dataset)
+  source.check(d)
   n = tuple(d.n_train)
   _require(len(n) > 0 and all(_is_int(v) and v > 0 for v in n), "data.n_train", n,
            "a non-empty tuple of positive integers, e.g. 128,256,512")
@@ -73,9 +69,6 @@ def validate_sweep(config) -> None:
   _require(len(index) > 0 and all(_is_int(i) and i >= 0 for i in index)
            and len(set(index)) == len(index), "data.index", index,
            "a non-empty tuple of distinct non-negative integers (data blocks)")
-  _positive_int("data.image_size", d.image_size)
-  _positive_int("data.num_test", d.num_test)
-  _positive_int("data.dim", d.dim)
 
   m = config.model
   _choice("model.name", m.name, models_lib.MODELS)
@@ -190,9 +183,9 @@ def validate_sweep(config) -> None:
     _require(bool(e.inception_weights), "eval.inception_weights", e.inception_weights,
              "the path of pytorch-fid's Inception weights when eval.quality = 'fid'")
   if e.quality == "gmm":
-    _require(d.dataset == "gmm", "eval.quality", e.quality,
+    _require(source.default_quality == "gmm", "eval.quality", e.quality,
              "'gmm' only with data.dataset = 'gmm'")
-  if e.quality == "gmm" or (e.quality == "auto" and d.dataset == "gmm"):
+  if e.quality == "gmm" or (e.quality == "auto" and source.default_quality == "gmm"):
     _require(e.sampler == "em", "eval.sampler", e.sampler,
              "'em' for the GMM KL estimate (it integrates along Euler-Maruyama trajectories)")
 

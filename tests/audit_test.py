@@ -1,4 +1,4 @@
-"""python -m jaxdiff.audit and jaxdiff.image_files on the bundled digits and synthetic images."""
+"""python -m jaxdiff.audit and jaxdiff.data.image_files on the bundled digits and synthetic images."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from jaxdiff import audit
-from jaxdiff import image_files
+from jaxdiff.data import image_files
 from jaxdiff.errors import DataError, WorkdirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

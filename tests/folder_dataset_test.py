@@ -18,7 +18,8 @@ from PIL import Image
 from sklearn import datasets as sk_datasets
 
 from jaxdiff import errors
-from jaxdiff import input_pipeline
+from jaxdiff import data as data_lib
+from jaxdiff.data import preprocess
 from jaxdiff import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,8 +51,8 @@ def tiff_folder(tmp_path_factory):
 
 
 def test_float_tiff_folder_is_the_builtin_digits_exactly(tiff_folder):
-  a = input_pipeline.load_dataset(_data(), reference=200)
-  b = input_pipeline.load_dataset(_data(dataset="folder", path=tiff_folder), reference=200)
+  a = data_lib.load_dataset(_data(), reference=200)
+  b = data_lib.load_dataset(_data(dataset="folder", path=tiff_folder), reference=200)
   for x, y in ((a.pool, b.pool), (a.test, b.test), (a.reference, b.reference)):
     assert x.dtype == y.dtype and np.array_equal(x, y)
   assert b.pool_labels is None and b.metadata["path"] == tiff_folder
@@ -64,13 +65,13 @@ def test_png_folder_order_and_documented_8_bit_scaling(tmp_path):
   for i, im in enumerate(q):
     Image.fromarray(im, mode="L").save(tmp_path / f"{i:03d}.png")
   # Natural order (order_seed -1): sorted paths; then blocks are contiguous in it.
-  d = input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path), order_seed=-1,
+  d = data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path), order_seed=-1,
                                         num_test=50))
   assert np.array_equal(d.pool[..., 0], q[:250].astype(np.float32) / np.float32(255))
   assert np.array_equal(d.test[..., 0], q[250:].astype(np.float32) / np.float32(255))
   assert np.abs(d.pool[..., 0] - images[:250] / 16).max() <= 0.5 / 255 + 1e-7
   # A seeded order is numpy's default_rng(seed) permutation, as for the digits.
-  s = input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path), order_seed=3,
+  s = data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path), order_seed=3,
                                         num_test=50))
   perm = np.random.default_rng(3).permutation(300)
   assert np.array_equal(s.pool[..., 0], q[perm[:250]].astype(np.float32) / 255)
@@ -80,7 +81,7 @@ def test_16_bit_png_is_not_cut_to_8_bits(tmp_path):
   values = np.array([[0, 257, 40000, 65535]] * 4, np.uint16)
   Image.fromarray(values).save(tmp_path / "a.png")
   Image.fromarray(values).save(tmp_path / "b.png")
-  d = input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path), image_size=4,
+  d = data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path), image_size=4,
                                         num_test=1, order_seed=-1))
   np.testing.assert_allclose(d.pool[0, 0, :, 0], values[0] / 65535, atol=1e-6)
 
@@ -91,9 +92,9 @@ def test_mixed_sizes_are_resized_and_cropped_like_celeba(tmp_path):
   raw = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
   for i, im in enumerate(raw):
     Image.fromarray(im).save(tmp_path / f"{i}.png")
-  d = input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path), image_size=8,
+  d = data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path), image_size=8,
                                         grayscale=False, num_test=1, order_seed=-1))
-  want = [input_pipeline.preprocess_images(im[None], 8, False)[0] for im in raw]
+  want = [preprocess.preprocess_images(im[None], 8, False)[0] for im in raw]
   np.testing.assert_allclose(d.pool, np.stack(want[:2]), atol=1e-6)
   np.testing.assert_allclose(d.test[0], want[2], atol=1e-6)
 
@@ -102,22 +103,22 @@ def test_npz_and_npy_layouts_are_detected_and_stated(tmp_path):
   images = (_digits()[:120] / 16).astype(np.float32)
   np.save(tmp_path / "nchw.npy", images[:, None])  # [N, 1, 8, 8] float in [0, 1]
   np.savez(tmp_path / "nhwc.npz", images=np.round(images * 255).astype(np.uint8)[..., None])
-  a = input_pipeline.load_dataset(_data(dataset="npy", path=str(tmp_path / "nchw.npy"),
+  a = data_lib.load_dataset(_data(dataset="npy", path=str(tmp_path / "nchw.npy"),
                                         num_test=20, order_seed=-1))
   assert "NCHW" in a.metadata["source"] and "in [0, 1]" in a.metadata["source"]
   assert np.array_equal(a.pool[..., 0], images[:100])  # exact: k/16 * 255 / 255
-  b = input_pipeline.load_dataset(_data(dataset="npz", path=str(tmp_path / "nhwc.npz"),
+  b = data_lib.load_dataset(_data(dataset="npz", path=str(tmp_path / "nhwc.npz"),
                                         num_test=20, order_seed=-1))
   assert "NHWC" in b.metadata["source"] and "uint8" in b.metadata["source"]
   with pytest.raises(errors.DataError, match="nhwc.npz: not a .npy file"):
-    input_pipeline.load_dataset(_data(dataset="npy", path=str(tmp_path / "nhwc.npz")))
+    data_lib.load_dataset(_data(dataset="npy", path=str(tmp_path / "nhwc.npz")))
 
 
 def test_bad_input_is_one_line_naming_the_file(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(errors.DataError, match=f"{empty}: no image files"):
-    input_pipeline.load_dataset(_data(dataset="folder", path=str(empty)))
+    data_lib.load_dataset(_data(dataset="folder", path=str(empty)))
   folder = tmp_path / "imgs"
   folder.mkdir()
   for i in range(3):
@@ -126,24 +127,24 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path):
   with open(folder / "1.png", "wb") as f:
     f.write(data[:len(data) // 2])  # truncated
   with pytest.raises(errors.DataError) as info:
-    input_pipeline.load_dataset(_data(dataset="folder", path=str(folder), num_test=1))
+    data_lib.load_dataset(_data(dataset="folder", path=str(folder), num_test=1))
   assert str(info.value).startswith(f"{folder / '1.png'}: not a readable image")
   assert "\n" not in str(info.value)
   with pytest.raises(errors.DataError, match="not a folder"):
-    input_pipeline.load_dataset(_data(dataset="folder", path=str(folder / "0.png")))
+    data_lib.load_dataset(_data(dataset="folder", path=str(folder / "0.png")))
   with pytest.raises(errors.DataError, match="no such file or folder"):
-    input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path / "missing")))
+    data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path / "missing")))
   with pytest.raises(errors.ConfigError, match="data.path"):
-    input_pipeline.load_dataset(_data(dataset="folder", path=""))
+    data_lib.load_dataset(_data(dataset="folder", path=""))
 
 
 def test_fewer_images_than_the_grid_needs_names_the_path(tmp_path):
   for i in range(30):
     Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / f"{i:02d}.png")
-  d = input_pipeline.load_dataset(_data(dataset="folder", path=str(tmp_path), num_test=5),
+  d = data_lib.load_dataset(_data(dataset="folder", path=str(tmp_path), num_test=5),
                                   reference=10)
   with pytest.raises(errors.ConfigError) as info:
-    input_pipeline.check_subsets(d, (8, 16), (0,))
+    data_lib.check_subsets(d, (8, 16), (0,))
   message = str(info.value)
   assert "data.n_train" in message and f"data.path = {tmp_path}" in message
   assert "has 15 images" in message and "\n" not in message
@@ -162,7 +163,7 @@ def test_validation_asks_the_registry():
   cfg.data.dataset = "tfds:"
   with pytest.raises(errors.ConfigError, match="tfds:NAME"):
     validation.validate_sweep(cfg)
-  assert not hasattr(validation, "DATASETS")  # one list of datasets: input_pipeline's
+  assert not hasattr(validation, "DATASETS")  # one list of datasets: jaxdiff.data's
 
 
 def _tiny_sweep():

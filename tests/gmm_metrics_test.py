@@ -181,13 +181,13 @@ def test_exact_score_of_each_runs_data_scores_kl_zero_for_every_n(center):
   common level is within the estimate's sampling error (0.09 with 1,000 samples) of 0.
   """
   from configs import gmm as gmm_config
-  from jaxdiff import evaluate, input_pipeline, runs as runs_lib, train
+  from jaxdiff import data as data_lib, evaluate, runs as runs_lib, train
 
   config = gmm_config.get_config("cpu")
   assert not config.data.center  # the authors' raw data
   config.data.center = center
   table = runs_lib.build_run_table(config)
-  data = input_pipeline.load_dataset(config.data, max_pool=table.pool_size)
+  data = data_lib.load_dataset(config.data, max_pool=table.pool_size)
   _, spec = train.make_specs(config, table, SCHEDULE, (DIM,), image_data=False,
                              gmm_mean=tuple(float(v) for v in data.metadata["mean"]))
   spec = dataclasses.replace(spec, n_bootstrap=10)
@@ -227,10 +227,10 @@ def test_exact_score_of_each_runs_data_scores_kl_zero_for_every_n(center):
 
 def test_gmm_pool_has_exactly_half_of_each_component_in_every_block():
   from configs import gmm as gmm_config
-  from jaxdiff import input_pipeline
+  from jaxdiff import data as data_lib
 
   config = gmm_config.get_config("cpu")
-  data = input_pipeline.load_dataset(config.data)
+  data = data_lib.load_dataset(config.data)
   labels = data.pool_labels
   signs = np.sign(data.pool.astype(np.float64) @ np.ones(DIM))
   # The labels are the components the points were drawn from (+mu for label 1): most

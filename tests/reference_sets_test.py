@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from jaxdiff import input_pipeline
+from jaxdiff import data as data_lib
 from jaxdiff import train
 from jaxdiff.errors import ConfigError
 
@@ -25,9 +25,9 @@ def _config(n_train, index=(0,), **eval_overrides):
 
 def test_reference_block_is_the_end_of_the_pool_order():
   cfg = _config((8,)).data
-  full = input_pipeline.load_dataset(cfg)
-  held = input_pipeline.load_dataset(cfg, reference=300)
-  head = input_pipeline.load_dataset(cfg, max_pool=50, reference=300)
+  full = data_lib.load_dataset(cfg)
+  held = data_lib.load_dataset(cfg, reference=300)
+  head = data_lib.load_dataset(cfg, max_pool=50, reference=300)
   available = full.metadata["pool_available"]
   assert len(full.pool) == available and full.reference is None
   assert held.metadata["reference_start"] == available - 300
@@ -37,12 +37,12 @@ def test_reference_block_is_the_end_of_the_pool_order():
   np.testing.assert_array_equal(head.pool, full.pool[:50])
   np.testing.assert_array_equal(held.test, full.test)
   # A pool that cannot hold the block: no block (the trainer then uses the test split).
-  assert input_pipeline.load_dataset(cfg, reference=available).reference is None
+  assert data_lib.load_dataset(cfg, reference=available).reference is None
   # The same for synthetic data: the block is the end of the draws [0, pool_size).
   gcfg = {"dataset": "gmm", "dim": 4, "gmm_mean": 1.0, "pool_size": 1000, "num_test": 10,
           "order_seed": 0}
-  g_full = input_pipeline.load_dataset(gcfg)
-  g_held = input_pipeline.load_dataset(gcfg, max_pool=100, reference=200)
+  g_full = data_lib.load_dataset(gcfg)
+  g_held = data_lib.load_dataset(gcfg, max_pool=100, reference=200)
   np.testing.assert_array_equal(g_held.reference, g_full.pool[800:])
   np.testing.assert_array_equal(g_held.pool, g_full.pool[:100])
   assert g_held.metadata["reference_start"] == 800
@@ -66,7 +66,7 @@ def test_reference_sets_do_not_depend_on_the_grid_and_no_run_trains_on_them(tmp_
     np.testing.assert_array_equal(mu_a, mu_b)
     np.testing.assert_array_equal(s_a, s_b)
   # The reference images are the pool's last items, and every run's block ends before them.
-  full = input_pipeline.load_dataset(large.config.data)
+  full = data_lib.load_dataset(large.config.data)
   for sweep in (small, large):
     np.testing.assert_array_equal(sweep.dataset.reference, full.pool[available - 200:])
     for r in sweep.table.runs:

@@ -4,7 +4,7 @@ import pytest
 
 from configs import base
 from configs import test as test_config
-from jaxdiff import input_pipeline
+from jaxdiff import data as data_lib
 from jaxdiff import validation
 from jaxdiff.errors import ConfigError
 
@@ -90,6 +90,6 @@ def test_every_shipped_config_is_valid():
 
 def test_n_larger_than_the_data():
   config = with_(test_config.get_config(), "data.n_train", (8, 4000))
-  dataset = input_pipeline.load_dataset(config.data)
+  dataset = data_lib.load_dataset(config.data)
   with pytest.raises(ConfigError, match=r"data.n_train"):
-    input_pipeline.check_subsets(dataset, config.data.n_train, config.data.index)
+    data_lib.check_subsets(dataset, config.data.n_train, config.data.index)

@@ -1,4 +1,4 @@
-"""Tests of jaxdiff.input_pipeline: orders, splits, preprocessing on known pixels, caching.
+"""Tests of jaxdiff.data: orders, splits, preprocessing on known pixels, caching.
 
 CelebA and CIFAR-10 are exercised offline: through `tfds.testing.mock_data` with our own
 examples (known pixel values), and through a tiny CelebA written by TFDS's real CelebA
@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 
+from jaxdiff import data as data_lib
 from jaxdiff import errors
-from jaxdiff import input_pipeline
+from jaxdiff.data import preprocess
+from jaxdiff.data import tfds_images
 
 _BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                      "base.py")
@@ -42,7 +44,7 @@ def _data_config(**overrides) -> ml_collections.ConfigDict:
 
 def test_digits_shapes_range_and_natural_order():
   raw = sk_datasets.load_digits()
-  data = input_pipeline.load_dataset(_data_config(dataset="digits", image_size=8, num_test=500))
+  data = data_lib.load_dataset(_data_config(dataset="digits", image_size=8, num_test=500))
   assert data.kind == "image"
   assert data.pool.shape == (1297, 8, 8, 1) and data.test.shape == (500, 8, 8, 1)
   assert data.pool.dtype == np.float32 and data.test.dtype == np.float32
@@ -58,11 +60,11 @@ def test_digits_shapes_range_and_natural_order():
 def test_digits_seeded_order_is_a_fixed_permutation():
   raw = sk_datasets.load_digits()
   cfg = _data_config(dataset="digits", image_size=8, num_test=500, order_seed=0)
-  a = input_pipeline.load_dataset(cfg)
-  b = input_pipeline.load_dataset(cfg)
+  a = data_lib.load_dataset(cfg)
+  b = data_lib.load_dataset(cfg)
   np.testing.assert_array_equal(a.pool, b.pool)
   np.testing.assert_array_equal(a.test, b.test)
-  other = input_pipeline.load_dataset(
+  other = data_lib.load_dataset(
       _data_config(dataset="digits", image_size=8, num_test=500, order_seed=1))
   assert not np.array_equal(a.pool, other.pool)
   assert not np.array_equal(a.pool[..., 0] * 16, raw.images[:1297])
@@ -77,7 +79,7 @@ def test_digits_seeded_order_is_a_fixed_permutation():
   for image, label in zip(together, together_labels):
     assert int(label) in labels_of[image.astype(np.uint8).tobytes()]
   # max_pool keeps the first images of the same order; the test set does not move.
-  head = input_pipeline.load_dataset(cfg, max_pool=100)
+  head = data_lib.load_dataset(cfg, max_pool=100)
   np.testing.assert_array_equal(head.pool, a.pool[:100])
   np.testing.assert_array_equal(head.test, a.test)
   assert head.metadata["pool_available"] == 1297
@@ -94,16 +96,16 @@ def test_digits_config_errors(key, value, needle):
   cfg = _data_config(dataset="digits", image_size=8, num_test=500)
   cfg[key] = value
   with pytest.raises(errors.ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
-    input_pipeline.load_dataset(cfg)
+    data_lib.load_dataset(cfg)
 
 
 def test_unknown_dataset_lists_the_allowed_ones():
   with pytest.raises(errors.ConfigError) as info:
-    input_pipeline.load_dataset(_data_config(dataset="mnist"))
+    data_lib.load_dataset(_data_config(dataset="mnist"))
   message = str(info.value)
   assert "data.dataset" in message and "'mnist'" in message
-  for name in input_pipeline.DATASETS:
-    assert name in message
+  for source in data_lib.registered():
+    assert source.name in message
   assert "tfds:NAME" in message  # "mnist" alone is not a name; "tfds:mnist" is
 
 
@@ -113,7 +115,7 @@ def test_unknown_dataset_lists_the_allowed_ones():
 def test_gmm_moments_and_determinism():
   d, mu = 8, 1.5
   cfg = _data_config(dataset="gmm", dim=d, gmm_mean=mu, pool_size=40000, num_test=3000)
-  data = input_pipeline.load_dataset(cfg)
+  data = data_lib.load_dataset(cfg)
   assert data.kind == "vector"
   assert data.pool.shape == (40000, d) and data.test.shape == (3000, d)
   assert data.pool.dtype == np.float32
@@ -129,16 +131,16 @@ def test_gmm_moments_and_determinism():
   np.testing.assert_allclose(x.mean(0), 0.0, atol=0.05)
   np.testing.assert_allclose(np.cov(x.T), np.eye(d) + mu**2 * np.ones((d, d)), atol=0.1)
   # Same seed, same points; max_pool is a prefix; the test points do not depend on the pool.
-  again = input_pipeline.load_dataset(cfg)
+  again = data_lib.load_dataset(cfg)
   np.testing.assert_array_equal(again.pool, data.pool)
-  head = input_pipeline.load_dataset(cfg, max_pool=100)
+  head = data_lib.load_dataset(cfg, max_pool=100)
   np.testing.assert_array_equal(head.pool, data.pool[:100])
   np.testing.assert_array_equal(head.pool_labels, data.pool_labels[:100])
-  smaller = input_pipeline.load_dataset(
+  smaller = data_lib.load_dataset(
       _data_config(dataset="gmm", dim=d, gmm_mean=mu, pool_size=500, num_test=3000))
   np.testing.assert_array_equal(smaller.pool, data.pool[:500])
   np.testing.assert_array_equal(smaller.test, data.test)
-  other = input_pipeline.load_dataset(
+  other = data_lib.load_dataset(
       _data_config(dataset="gmm", dim=d, gmm_mean=mu, pool_size=500, num_test=10, order_seed=3))
   assert not np.array_equal(other.pool, data.pool[:500])
 
@@ -147,7 +149,7 @@ def test_gaussian_covariance_spectrum():
   d = 40
   cfg = _data_config(dataset="gaussian", dim=d, cov_eigs=(0.5, 2.0), cov_weights=(0.25, 0.75),
                      pool_size=20000, num_test=16)
-  data = input_pipeline.load_dataset(cfg)
+  data = data_lib.load_dataset(cfg)
   assert data.pool.shape == (20000, d) and data.pool_labels is None
   expected = np.array([0.5] * 10 + [2.0] * 30)
   np.testing.assert_allclose(data.metadata["cov_eigs"], expected)
@@ -172,12 +174,12 @@ def test_gaussian_config_errors(overrides, key):
   for k, v in overrides.items():
     cfg[k] = v
   with pytest.raises(errors.ConfigError, match=key):
-    input_pipeline.load_dataset(cfg)
+    data_lib.load_dataset(cfg)
 
 
 def test_gmm_bad_mean():
   with pytest.raises(errors.ConfigError, match="data.gmm_mean"):
-    input_pipeline.load_dataset(
+    data_lib.load_dataset(
         _data_config(dataset="gmm", gmm_mean=float("nan"), pool_size=10, num_test=2))
 
 
@@ -185,38 +187,38 @@ def test_gmm_bad_mean():
 
 
 def test_check_subsets():
-  data = input_pipeline.load_dataset(_data_config(dataset="digits", image_size=8, num_test=500))
-  input_pipeline.check_subsets(data, (128, 1024), (0,))
-  input_pipeline.check_subsets(data, (128, 256), (0, 4))  # 5 * 256 = 1280 <= 1297
-  input_pipeline.check_subsets(data, (1000,), (0,), reserve=297)
+  data = data_lib.load_dataset(_data_config(dataset="digits", image_size=8, num_test=500))
+  data_lib.check_subsets(data, (128, 1024), (0,))
+  data_lib.check_subsets(data, (128, 256), (0, 4))  # 5 * 256 = 1280 <= 1297
+  data_lib.check_subsets(data, (1000,), (0,), reserve=297)
   with pytest.raises(errors.ConfigError, match=r"data\.n_train.*1297") as info:
-    input_pipeline.check_subsets(data, (128, 2048), (0,))
+    data_lib.check_subsets(data, (128, 2048), (0,))
   assert "digits" in str(info.value)
   with pytest.raises(errors.ConfigError, match=r"data\.index.*1297"):
-    input_pipeline.check_subsets(data, (128, 1024), (0, 1))
+    data_lib.check_subsets(data, (128, 1024), (0, 1))
   with pytest.raises(errors.ConfigError, match=r"data\.n_train"):
-    input_pipeline.check_subsets(data, (1000,), (0,), reserve=298)
+    data_lib.check_subsets(data, (1000,), (0,), reserve=298)
   with pytest.raises(errors.ConfigError, match=r"data\.n_train"):
-    input_pipeline.check_subsets(data, (0, 8), (0,))
+    data_lib.check_subsets(data, (0, 8), (0,))
   with pytest.raises(errors.ConfigError, match=r"data\.index"):
-    input_pipeline.check_subsets(data, (8,), (-1,))
+    data_lib.check_subsets(data, (8,), (-1,))
 
 
 def test_train_mean():
   rng = np.random.default_rng(0)
   gray = rng.random((5, 4, 4, 1)).astype(np.float32)
-  mean = input_pipeline.train_mean(gray)
+  mean = data_lib.train_mean(gray)
   assert mean.shape == (1,)
   np.testing.assert_allclose(mean, [gray.astype(np.float64).mean()], rtol=1e-6)
   rgb = np.zeros((2, 3, 3, 3), np.float32)
   rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0.2, 0.5, 1.0
   rgb[1, ..., 0] = 0.4
-  np.testing.assert_allclose(input_pipeline.train_mean(rgb), [0.3, 0.5, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(data_lib.train_mean(rgb), [0.3, 0.5, 1.0], rtol=1e-6)
   vectors = np.array([[1.0, 3.0], [5.0, 7.0]], np.float32)
-  mean = input_pipeline.train_mean(vectors)
+  mean = data_lib.train_mean(vectors)
   assert mean.shape == () and float(mean) == 4.0
   with pytest.raises(ValueError):
-    input_pipeline.train_mean(np.zeros((2, 3, 3)))
+    data_lib.train_mean(np.zeros((2, 3, 3)))
 
 
 # ---------------------------------------------------------------------- image preprocessing
@@ -226,20 +228,20 @@ def test_resize_matrices_on_hand_computed_values():
   # 32 -> 16: a factor 2, whose antialiased triangle filter weighs input pixels
   # 2i-1, 2i, 2i+1, 2i+2 by 1, 3, 3, 1 (/8); at the borders the missing pixel drops
   # out and the weights renormalise to 3, 3, 1 (/7).
-  rows, cols = input_pipeline.resize_crop_matrices(32, 32, 16)
+  rows, cols = preprocess.resize_crop_matrices(32, 32, 16)
   np.testing.assert_allclose(rows, cols)
   np.testing.assert_allclose(rows[0, :3], np.array([3, 3, 1]) / 7, rtol=1e-6)
   np.testing.assert_allclose(rows[5, 9:13], np.array([1, 3, 3, 1]) / 8, rtol=1e-6)
   np.testing.assert_allclose(rows[15, 29:], np.array([1, 3, 3]) / 7, rtol=1e-6)
   np.testing.assert_allclose(rows.sum(1), 1.0, rtol=1e-6)
   # Same size: identity.
-  rows, cols = input_pipeline.resize_crop_matrices(8, 8, 8)
+  rows, cols = preprocess.resize_crop_matrices(8, 8, 8)
   np.testing.assert_array_equal(rows, np.eye(8))
   # 218 x 178 -> 39 x 32 (int(32 * 218 / 178) = 39), rows 4..35 kept (round(3.5) = 4).
   # Output row i is centred at input row (i + 1/2) s - 1/2, s = 218/39, and reaches
   # input rows j with |j + 1/2 - (i + 1/2) s| < s: row 4 starts at j = 20 (3.5 s = 19.56),
   # row 35 ends at j = 203 (36.5 s = 204.03). A crop off by one row would reach 14 or 209.
-  rows, cols = input_pipeline.resize_crop_matrices(218, 178, 32)
+  rows, cols = preprocess.resize_crop_matrices(218, 178, 32)
   assert rows.shape == (32, 218) and cols.shape == (32, 178)
   assert np.all(rows[:, :20] == 0) and np.all(rows[:, 204:] == 0)
   assert rows[0, 20] > 0 and rows[-1, 203] > 0
@@ -248,7 +250,7 @@ def test_resize_matrices_on_hand_computed_values():
   np.testing.assert_allclose(rows.sum(1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(cols.sum(1), 1.0, rtol=1e-6)
   # Wide images crop the columns instead.
-  rows, cols = input_pipeline.resize_crop_matrices(10, 30, 10)
+  rows, cols = preprocess.resize_crop_matrices(10, 30, 10)
   np.testing.assert_array_equal(rows, np.eye(10))
   np.testing.assert_array_equal(cols, np.eye(30)[10:20])
 
@@ -256,12 +258,12 @@ def test_resize_matrices_on_hand_computed_values():
 def test_preprocess_grayscale_and_range():
   image = np.zeros((1, 4, 4, 3), np.uint8)
   image[..., 0] = 255  # pure red
-  out = input_pipeline.preprocess_images(image, 4, grayscale=True)
+  out = preprocess.preprocess_images(image, 4, grayscale=True)
   assert out.shape == (1, 4, 4, 1) and out.dtype == np.float32
   np.testing.assert_allclose(out, 0.2989, rtol=1e-6)
   image = np.full((1, 4, 4, 3), 255, np.uint8)  # white stays 1 (weights sum to 0.9999)
-  np.testing.assert_allclose(input_pipeline.preprocess_images(image, 2, True), 0.9999, rtol=1e-6)
-  rgb = input_pipeline.preprocess_images(np.full((2, 6, 6, 3), 51, np.uint8), 3, False)
+  np.testing.assert_allclose(preprocess.preprocess_images(image, 2, True), 0.9999, rtol=1e-6)
+  rgb = preprocess.preprocess_images(np.full((2, 6, 6, 3), 51, np.uint8), 3, False)
   assert rgb.shape == (2, 3, 3, 3)
   np.testing.assert_allclose(rgb, 0.2, rtol=1e-6)
 
@@ -280,7 +282,7 @@ def test_preprocess_matches_torchvision():
                                   transforms.CenterCrop(size)]
                                  + ([transforms.Grayscale(1)] if gray else []))
       expected = chain(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
-      np.testing.assert_allclose(input_pipeline.preprocess_images(images, size, gray),
+      np.testing.assert_allclose(preprocess.preprocess_images(images, size, gray),
                                  expected.permute(0, 2, 3, 1).numpy(), atol=2e-6)
 
 
@@ -351,11 +353,11 @@ def _mock_source(examples):
 def test_celeba_mock_order_pixels_crop_and_centering(tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
 
-  monkeypatch.setattr(input_pipeline, "_CACHE_BLOCK", 4)
+  monkeypatch.setattr(tfds_images, "CACHE_BLOCK", 4)
   cfg = _data_config(dataset="celeb_a", image_size=32, grayscale=True, num_test=2,
                      tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(as_data_source_fn=_mock_source(_mock_celeba_examples())):
-    data = input_pipeline.load_dataset(cfg)
+    data = data_lib.load_dataset(cfg)
   assert data.pool.shape == (10, 32, 32, 1) and data.test.shape == (2, 32, 32, 1)
   assert data.pool_labels is None and data.metadata["order"] == "file name"
   # Pixels: the pattern of file k (B = 10 k) resized and cropped, in file order across
@@ -366,7 +368,7 @@ def test_celeba_mock_order_pixels_crop_and_centering(tmp_path, monkeypatch):
   # The training mean of the first n = 4 images equals the by-hand luma offset of B.
   base = _celeba_reference(0, True).mean()
   expected_mean = base + 0.114 * np.mean([0, 10, 20, 30]) / 255
-  np.testing.assert_allclose(input_pipeline.train_mean(data.pool[:4]), [expected_mean],
+  np.testing.assert_allclose(data_lib.train_mean(data.pool[:4]), [expected_mean],
                              rtol=1e-5)
   # The pool itself stays in [0, 1]: centering is the trainer's, and no [-1, 1] rescale.
   assert 0.0 <= data.pool.min() and data.pool.max() <= 1.0 and data.pool.max() > 0.5
@@ -375,13 +377,13 @@ def test_celeba_mock_order_pixels_crop_and_centering(tmp_path, monkeypatch):
 def test_celeba_mock_rgb_and_cache_round_trip(tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
 
-  monkeypatch.setattr(input_pipeline, "_CACHE_BLOCK", 4)
+  monkeypatch.setattr(tfds_images, "CACHE_BLOCK", 4)
   cfg = _data_config(dataset="celeb_a", image_size=32, grayscale=False, num_test=2,
                      tfds_data_dir=str(tmp_path))
   source = _mock_source(_mock_celeba_examples())
   _CountingList.reads = 0
   with tfds.testing.mock_data(as_data_source_fn=source):
-    head = input_pipeline.load_dataset(cfg, max_pool=3)
+    head = data_lib.load_dataset(cfg, max_pool=3)
   # Natural items 0..2 and 10..11 were needed: blocks 0 and 2 (of 4 items) were decoded.
   assert _CountingList.reads == 8
   assert head.pool.shape == (3, 32, 32, 3)
@@ -395,26 +397,26 @@ def test_celeba_mock_rgb_and_cache_round_trip(tmp_path, monkeypatch):
   # The full pool decodes only the missing block; a repeat reads nothing.
   _CountingList.reads = 0
   with tfds.testing.mock_data(as_data_source_fn=source):
-    full = input_pipeline.load_dataset(cfg)
+    full = data_lib.load_dataset(cfg)
   assert _CountingList.reads == 4
   np.testing.assert_array_equal(full.pool[:3], head.pool)
   np.testing.assert_array_equal(full.test, head.test)
   np.testing.assert_allclose(full.pool[:, 0, 0, 2], 10 * np.arange(10) / 255, atol=1e-6)
   _CountingList.reads = 0
   with tfds.testing.mock_data(as_data_source_fn=source):
-    again = input_pipeline.load_dataset(cfg)
+    again = data_lib.load_dataset(cfg)
   assert _CountingList.reads == 0
   np.testing.assert_array_equal(again.pool, full.pool)
   # A corrupt block is rebuilt, not trusted.
   block = tmp_path / "jaxdiff_cache" / cache_dirs[0] / "block-00001.npz"
   block.write_bytes(b"garbage")
   with tfds.testing.mock_data(as_data_source_fn=source):
-    repaired = input_pipeline.load_dataset(cfg)
+    repaired = data_lib.load_dataset(cfg)
   assert _CountingList.reads == 4
   np.testing.assert_array_equal(repaired.pool, full.pool)
   # A different size is a different cache.
   with tfds.testing.mock_data(as_data_source_fn=source):
-    small = input_pipeline.load_dataset(
+    small = data_lib.load_dataset(
         _data_config(dataset="celeb_a", image_size=16, grayscale=False, num_test=2,
                      tfds_data_dir=str(tmp_path)))
   assert small.pool.shape == (10, 16, 16, 3)
@@ -440,7 +442,7 @@ def test_cifar10_mock_order_labels_and_resize(tmp_path):
   cfg = _data_config(dataset="cifar10", image_size=16, grayscale=False, num_test=2,
                      tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(as_data_source_fn=_mock_source(examples)):
-    data = input_pipeline.load_dataset(cfg)
+    data = data_lib.load_dataset(cfg)
   # Train split then test split, in stored order; the test set is the last two images.
   np.testing.assert_array_equal(data.pool_labels, [0, 1, 2, 3, 4, 5])
   np.testing.assert_array_equal(data.test_labels, [6, 7])
@@ -454,18 +456,18 @@ def test_cifar10_mock_order_labels_and_resize(tmp_path):
   np.testing.assert_allclose(data.pool[2, 7, :, 2], (255 - expected) / 255, rtol=1e-5)
   # Grayscale at the native size is the luma of each pixel, untouched by the resize.
   with tfds.testing.mock_data(as_data_source_fn=_mock_source(examples)):
-    gray = input_pipeline.load_dataset(
+    gray = data_lib.load_dataset(
         _data_config(dataset="cifar10", image_size=32, grayscale=True, num_test=2,
                      tfds_data_dir=str(tmp_path)))
   r, c = np.arange(32)[:, None], np.arange(32)[None, :]
   luma = (0.2989 * 8 * r + 0.587 * 20 * 7 + 0.114 * (255 - 8 * c)) / 255
   np.testing.assert_allclose(gray.test[1, ..., 0], luma, rtol=1e-5)
   with pytest.raises(errors.ConfigError, match=r"data\.image_size.*not upsampled"):
-    input_pipeline.load_dataset(_data_config(dataset="cifar10", image_size=64,
+    data_lib.load_dataset(_data_config(dataset="cifar10", image_size=64,
                                              tfds_data_dir=str(tmp_path)))
   with tfds.testing.mock_data(as_data_source_fn=_mock_source(examples)):
     with pytest.raises(errors.ConfigError, match=r"data\.num_test.*\[1, 7\]"):
-      input_pipeline.load_dataset(_data_config(dataset="cifar10", num_test=8,
+      data_lib.load_dataset(_data_config(dataset="cifar10", num_test=8,
                                                tfds_data_dir=str(tmp_path)))
 
 
@@ -474,9 +476,9 @@ def test_tfds_default_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
 
   with tfds.testing.mock_data(num_examples=4):
-    data = input_pipeline.load_dataset(
+    data = data_lib.load_dataset(
         _data_config(dataset="celeb_a", num_test=3, tfds_data_dir=str(tmp_path)))
-    cifar = input_pipeline.load_dataset(
+    cifar = data_lib.load_dataset(
         _data_config(dataset="cifar10", num_test=3, grayscale=False,
                      tfds_data_dir=str(tmp_path)))
   assert data.pool.shape == (9, 32, 32, 1) and data.metadata["version"] == "2.1.0"
@@ -493,7 +495,7 @@ def test_missing_data_fails_fast_with_instructions(tmp_path, name):
   empty.mkdir()
   start = time.monotonic()
   with pytest.raises(errors.DataError) as info:
-    input_pipeline.load_dataset(_data_config(dataset=name, tfds_data_dir=str(empty)))
+    data_lib.load_dataset(_data_config(dataset=name, tfds_data_dir=str(empty)))
   assert time.monotonic() - start < 10
   message = str(info.value)
   assert f"tfds build {name} --data_dir={empty}" in message
@@ -549,7 +551,7 @@ def test_celeba_built_by_tfds_is_read_in_file_order(tmp_path):
   raw_dir.mkdir()
   _build_fake_celeba(data_dir, raw_dir, [0] * 7 + [1] * 3 + [2] * 3, num_shards=2)
   cfg = _data_config(dataset="celeb_a", image_size=8, num_test=3, tfds_data_dir=str(data_dir))
-  data = input_pipeline.load_dataset(cfg)
+  data = data_lib.load_dataset(cfg)
   levels = np.concatenate([data.pool, data.test]).mean(axis=(1, 2, 3)) * 255
   # The grey level of a JPEG of a constant image survives to within a few units.
   np.testing.assert_allclose(levels, 20 * np.arange(13) * 0.9999, atol=3)
@@ -557,7 +559,7 @@ def test_celeba_built_by_tfds_is_read_in_file_order(tmp_path):
   # The cache answers the second load without the TFDS files.
   for path in (data_dir / "celeb_a").rglob("*.array_record*"):
     path.unlink()
-  again = input_pipeline.load_dataset(cfg)
+  again = data_lib.load_dataset(cfg)
   np.testing.assert_array_equal(again.pool, data.pool)
 
 
@@ -573,7 +575,7 @@ def test_tfrecord_data_without_tensorflow_says_what_to_do(tmp_path):
   info["fileFormat"] = "tfrecord"
   info_path.write_text(json.dumps(info))
   with pytest.raises(errors.DataError, match=r"TFRecord.*tensorflow-cpu.*array_record"):
-    input_pipeline.load_dataset(
+    data_lib.load_dataset(
         _data_config(dataset="celeb_a", num_test=1, tfds_data_dir=str(data_dir)))
 
 
@@ -584,7 +586,7 @@ def test_tfrecord_data_are_read_in_file_order_with_tensorflow(tmp_path):
   raw_dir.mkdir()
   _build_fake_celeba(data_dir, raw_dir, [0] * 7 + [1] * 3 + [2] * 3, num_shards=2,
                      file_format="tfrecord")
-  data = input_pipeline.load_dataset(
+  data = data_lib.load_dataset(
       _data_config(dataset="celeb_a", image_size=8, num_test=3, tfds_data_dir=str(data_dir)),
       max_pool=4)
   levels = np.concatenate([data.pool, data.test]).mean(axis=(1, 2, 3)) * 255
@@ -608,8 +610,8 @@ def test_tfds_any_image_dataset_by_name(tmp_path):
   cfg = _data_config(dataset="tfds:mnist", image_size=28, num_test=2,
                      tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(as_data_source_fn=_mock_source(_mnist_examples())):
-    data = input_pipeline.load_dataset(cfg)
-    rgb = input_pipeline.load_dataset(_data_config(
+    data = data_lib.load_dataset(cfg)
+    rgb = data_lib.load_dataset(_data_config(
         dataset="tfds:mnist", image_size=14, grayscale=False, num_test=2,
         tfds_data_dir=str(tmp_path)))
   # Natural order: train then test; the test set is its end; pixels / 255, labels kept.
@@ -625,22 +627,22 @@ def test_tfds_any_image_dataset_by_name(tmp_path):
   np.testing.assert_allclose(rgb.pool[:, 5, 5, 0] * 255, np.float32(codes[:7]), atol=1e-3)
   # Not upsampled beyond the native 28 x 28.
   with pytest.raises(errors.ConfigError, match="data.image_size.*28x28"):
-    input_pipeline.load_dataset(_data_config(dataset="tfds:mnist", image_size=32,
+    data_lib.load_dataset(_data_config(dataset="tfds:mnist", image_size=32,
                                              tfds_data_dir=str(tmp_path)))
 
 
 def test_tfds_name_not_prepared_or_unknown(tmp_path):
   with pytest.raises(errors.DataError) as info:
-    input_pipeline.load_dataset(_data_config(dataset="tfds:fashion_mnist", image_size=28,
+    data_lib.load_dataset(_data_config(dataset="tfds:fashion_mnist", image_size=28,
                                              tfds_data_dir=str(tmp_path)))
   message = str(info.value)
   assert f"tfds build fashion_mnist --data_dir={tmp_path}" in message and "\n" not in message
   assert not (tmp_path / "jaxdiff_cache").exists()
   with pytest.raises(errors.ConfigError, match="data.dataset.*tfds:no_such_dataset_zz"):
-    input_pipeline.load_dataset(_data_config(dataset="tfds:no_such_dataset_zz",
+    data_lib.load_dataset(_data_config(dataset="tfds:no_such_dataset_zz",
                                              tfds_data_dir=str(tmp_path)))
   with pytest.raises(errors.ConfigError, match="an image dataset"):
-    input_pipeline.load_dataset(_data_config(dataset="tfds:imdb_reviews",
+    data_lib.load_dataset(_data_config(dataset="tfds:imdb_reviews",
                                              tfds_data_dir=str(tmp_path)))
 
 
@@ -655,9 +657,10 @@ def test_unprepared_tfds_dataset_is_one_message_without_tfds_warnings(tmp_path):
   logging.getLogger("absl").addHandler(handler)
   try:
     cfg = ml_collections.ConfigDict(dict(dataset="cifar10", image_size=32, grayscale=True,
+                                         num_test=2048, order_seed=-1,
                                          tfds_data_dir=str(tmp_path)))
     with pytest.raises(errors.DataError, match=r"tfds build cifar10 .*--file_format=array_record"):
-      input_pipeline.load_dataset(cfg, max_pool=100)
+      data_lib.load_dataset(cfg, max_pool=100)
   finally:
     logging.getLogger("absl").removeHandler(handler)
   assert "dataset_info.json" not in buf.getvalue()

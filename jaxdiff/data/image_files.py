@@ -11,7 +11,7 @@ is, and stated) or [N, H, W] grayscale images, uint8 (0..255) or float ([0, 1], 
 [-1, 1] when it has negative values, or 0..255 when its maximum is above 1.5). Image
 files are 8-bit (value / 255), 16-bit grayscale (value / 65535) or float TIFF ([0, 1]).
 
-Preprocessing is the paper's CelebA chain (jaxdiff.input_pipeline.preprocess_images):
+Preprocessing is the paper's CelebA chain (jaxdiff.data.preprocess.preprocess_images):
 with `image_size` S, the shorter side is resized to S (antialiased bilinear) and the
 centre S x S kept; `grayscale` converts to one luma channel. Without `image_size` every
 image must already have one size. Alpha channels are dropped.
@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxdiff.data import preprocess
 from jaxdiff.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -103,7 +104,6 @@ def _preprocess(groups: dict, count: int, image_size: int | None,
   Args:
     groups: {(h, w, c): (positions, [B, h, w, c] values 0..255)}.
   """
-  from jaxdiff import input_pipeline
   channels = {shape[2] for shape in groups}
   if grayscale is None:
     grayscale = channels == {1}
@@ -112,12 +112,12 @@ def _preprocess(groups: dict, count: int, image_size: int | None,
     if image_size is None:
       x = np.asarray(values, np.float32) / 255.0
       if grayscale and c == 3:
-        x = x @ np.asarray(input_pipeline.LUMA_WEIGHTS, np.float32)
+        x = x @ np.asarray(preprocess.LUMA_WEIGHTS, np.float32)
         x = x[..., None]
       elif not grayscale and c == 1:
         x = np.repeat(x, 3, axis=-1)
     else:
-      x = input_pipeline.preprocess_images(values, image_size, grayscale)
+      x = preprocess.preprocess_images(values, image_size, grayscale)
     if out is None:
       out = np.zeros((count,) + x.shape[1:], np.float32)
     out[positions] = x
