@@ -293,7 +293,7 @@ class Plan:
     devices = self.mesh_shape[sharding.MODELS] * self.mesh_shape[sharding.DATA]
     out = [
         f"jaxdiff plan: {self.config_name}: {c.model.name} W={c.model.width} on "
-        f"{c.data.dataset} {'x'.join(str(v) for v in data_shape_of(c))}, "
+        f"{c.data.dataset} {'x'.join(str(v) for v in setup.data_facts(c).shape)}, "
         f"{c.optim.name}, batch <= {t.batch}, {c.train.num_steps} steps",
         f"  runs: {self.num_runs} (n = {ns[0]}..{ns[-1]}: {len(ns)} values x "
         f"{len(tuple(c.data.seeds))} seeds x {len(tuple(c.data.index))} data blocks x "
