@@ -80,3 +80,32 @@ def test_data_facts_match_the_loaded_dataset():
     assert facts.shape == tuple(data.pool.shape[1:]), variant
     assert facts.kind == data.kind, variant
     assert facts.labelled == (data.pool_labels is not None), variant
+
+
+def test_models_axis_keys_are_checked_in_one_place_before_any_data():
+  """train.models_axis, train.models_group and model.conv_batching: one ConfigError each
+  from the config pass (models_axis.validate, run by validation.validate_sweep)."""
+  from jaxdiff import models_axis, validation
+  from jaxdiff.errors import ConfigError
+  for key, value in (("train.models_axis", "pmap"), ("train.models_group", -1),
+                     ("model.conv_batching", "fold")):
+    c = _config("digits")
+    c.model.name = "unet"
+    section, name = key.split(".")
+    c[section][name] = value
+    with pytest.raises(ConfigError, match=rf"{key} = "):
+      validation.validate_sweep(c)
+  c = _config("digits")
+  c.model.conv_batching = "fold"  # only the U-Net has convolutions: the MLP ignores it
+  models_axis.validate(c)
+
+
+def test_layout_resolves_auto_per_platform():
+  from jaxdiff import models_axis
+  c = _config("digits")
+  c.train.models_group = 2
+  cpu, gpu = models_axis.layout_of(c, "cpu"), models_axis.layout_of(c, "gpu")
+  assert (cpu.strategy, gpu.strategy) == ("unroll", "vmap")
+  assert cpu.group == 2 and cpu.at_once(5) == 2 and cpu.at_once(1) == 1
+  c.train.models_axis = "vmap"
+  assert models_axis.layout_of(c, "cpu").strategy == "vmap"
