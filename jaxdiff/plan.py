@@ -8,8 +8,8 @@ Takes the same flags as `python -m jaxdiff.main` (--workdir is accepted and igno
 launch command can be checked by replacing `jaxdiff.main` with `jaxdiff.plan`). It builds
 the sweep's real programs (`train.Programs`: the chunk of optimizer steps and the
 evaluation) through `jaxdiff.setup`, as the trainer builds them, from shapes alone (a
-stand-in dataset, no Inception weights, nothing trained), compiles them for the devices of this machine (of all
-processes on a pod) and prints:
+stand-in dataset, no Inception weights, nothing trained), compiles them for the devices
+of this machine (of all processes on a pod) and prints:
 
   - the runs, the ('models', 'data') mesh, runs per device and the models-axis strategy;
   - parameters and optimizer state per run and per device;

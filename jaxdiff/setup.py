@@ -61,12 +61,15 @@ class DataFacts:
   Attributes:
     kind: "image" or "vector".
     labelled: its items carry class (or mixture-component) labels.
+    exact_quality: its eval.quality = "auto" is the exact KL against the known density
+      (the GMM; no reference images), whatever the weights.
     whole_pool_quality: its eval.quality = "auto" (without Inception weights) trains a
       classifier on the whole pool, so every pool item is loaded.
     shape: the shape of one item, as input_pipeline loads it.
   """
   kind: str
   labelled: bool
+  exact_quality: bool
   whole_pool_quality: bool
   shape: tuple[int, ...]
 
@@ -82,7 +85,7 @@ def data_facts(config) -> DataFacts:
   else:
     shape = (int(d.image_size), int(d.image_size), 1 if d.grayscale else 3)
   return DataFacts(kind="image" if name in ("digits", "celeb_a", "cifar10") else "vector",
-                   labelled=name in ("digits", "cifar10", "gmm"),
+                   labelled=name in ("digits", "cifar10", "gmm"), exact_quality=name == "gmm",
                    whole_pool_quality=name in ("digits", "cifar10"), shape=shape)
 
 
@@ -109,7 +112,7 @@ def quality_kind(config, dataset) -> str:
     return kind
   if config.eval.inception_weights:
     return "fid"
-  if config.data.dataset == "gmm":
+  if data_facts(config).exact_quality:
     return "gmm"
   if dataset.kind == "image" and dataset.pool_labels is not None:
     return "classifier_fd"
@@ -124,7 +127,7 @@ def reference_size(config) -> int:
   config's data and eval keys only, never of the n-grid.
   """
   kind = config.eval.quality
-  if kind == "none" or kind == "gmm" or (kind == "auto" and config.data.dataset == "gmm"):
+  if kind == "none" or kind == "gmm" or (kind == "auto" and data_facts(config).exact_quality):
     return 0
   return int(config.eval.fid_num_sets) * int(config.eval.fid_set_size)
 

@@ -80,6 +80,9 @@ def test_data_facts_match_the_loaded_dataset():
     assert facts.shape == tuple(data.pool.shape[1:]), variant
     assert facts.kind == data.kind, variant
     assert facts.labelled == (data.pool_labels is not None), variant
+    config.eval.quality = "auto"
+    assert (setup.quality_kind(config, data) == "gmm") == facts.exact_quality, variant
+    assert (setup.reference_size(config) == 0) == facts.exact_quality, variant
 
 
 def test_models_axis_keys_are_checked_in_one_place_before_any_data():
