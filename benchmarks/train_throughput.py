@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import base  # noqa: E402
 from jaxdiff import diffusion
 from jaxdiff import evaluate
+from jaxdiff import models_axis
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
 from jaxdiff import train
@@ -75,7 +76,7 @@ def build(config, num_runs: int, image_size: int, mesh, strategy: str):
                             example, batch, ema=False)
   rng = np.random.default_rng(0)
   pool = rng.uniform(size=(2 * batch,) + shape).astype(np.float32)
-  padded = sharding.padded_num_runs(num_runs, mesh)
+  padded = models_axis.padded_num_runs(num_runs, mesh)
   inputs = dict(n=np.full(padded, batch, np.int32), offset=np.zeros(padded, np.int32),
                 mean=np.full((padded, 1), 0.5, np.float32),
                 lr=np.full(padded, 0.01, np.float32),
@@ -123,7 +124,7 @@ def main():
   config.model.width = args.width
   config.train.batch_size = args.batch
   mesh = sharding.make_mesh(1, jax.devices()[:1])
-  strategy = sharding.resolve_strategy(args.models_axis)
+  strategy = models_axis.resolve_strategy(args.models_axis)
   peak = matmul_peak()
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"models axis: {strategy}, matmul peak {peak / 1e9:.1f} GFLOP/s")

@@ -86,7 +86,10 @@ def get_config():
   # MLP: class-conditional score network with this many classes (the data's labels; gmm:
   # the component) plus a null class for classifier-free guidance; 0 = unconditional.
   model.num_classes = 0
-  # How convolutions run when a models axis is vmapped: native | unroll | im2col.
+  # How convolutions run when a models axis is vmapped: native | unroll | im2col. Only
+  # under train.models_axis = vmap (see there): native = XLA's grouped convolution,
+  # unroll = the convolution loop (one plain convolution per run inside the vmapped step;
+  # not the trainer's "unroll" strategy), im2col = patches and one batched matmul.
   model.conv_batching = "native"
   # Compute dtype of the U-Net's convolutions, matmuls and activations ("float32" |
   # "bfloat16"); parameters, gradients, optimizer state, norms' statistics, the softmax
@@ -137,10 +140,16 @@ def get_config():
   train.label_dropout = 0.1
   # Most optimiser steps per dispatch (one lax.scan); chunks also end at evaluation times.
   train.steps_per_dispatch = 1000
+  # The models axis (jaxdiff/models_axis.py): three keys, two layers. train.models_axis
+  # and train.models_group shape the program (how a per-run step is lifted over a device's
+  # runs); model.conv_batching only says what a vmapped convolution becomes.
   # How runs are laid out inside one device: auto | unroll | vmap (auto: unroll on CPU).
+  # unroll = per-run copies (one copy of the whole step per run in the program: nothing
+  # is vmapped, model.conv_batching has no effect); vmap = jax.vmap over the runs.
   train.models_axis = "auto"
   # Runs computed at once on a device (0: all of its runs); G > 0 runs groups of G one
   # after another in the same program: the memory of G runs (see python -m jaxdiff.plan).
+  # Works with either train.models_axis.
   train.models_group = 0
   # Devices along the mesh's 'data' axis (splits one run's batch); the rest go to 'models'.
   train.data_parallel = 1

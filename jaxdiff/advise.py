@@ -42,9 +42,10 @@ import ml_collections
 import numpy as np
 
 from jaxdiff import checkpointing
+from jaxdiff import cli
 from jaxdiff import eval_times
 from jaxdiff import fileio
-from jaxdiff.errors import ConfigError, JaxdiffError, exit_with_error
+from jaxdiff.errors import ConfigError, JaxdiffError
 
 KEYS = ("n", "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_gen", "tau_gen_lo", "tau_gen_hi",
         "alpha", "recommended_steps", "pilot_sizes")
@@ -264,9 +265,7 @@ def paragraph(r: dict[str, Any], mem: dict[str, Any]) -> str:
 
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "Path of a config file (configs/*.py[:arg]).",
-                                  lock_config=True)
+  cli.config_flag()  # --config, as jaxdiff.main defines it
   flags.DEFINE_string("workdir", None, "The pilot workdir (resumable); advice.json/.md go here.")
   flags.DEFINE_integer("n", None, "N: the number of training images to advise for.")
   flags.DEFINE_string("pilot_sizes", "auto", "auto (N/64 ... N/8), config (data.n_train) or "
@@ -282,25 +281,25 @@ def main(argv: Sequence[str]) -> None:
   if not fv["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
-    exit_with_error(f"unexpected arguments {list(argv[1:])}; use --config=... --workdir=... "
-                    "--n=N")
+    cli.fail(f"unexpected arguments {list(argv[1:])}; use --config=... --workdir=... "
+             "--n=N")
   try:
     config = fv.config
     if config is not None:
       config.get("experiment")
   except OSError as e:
-    exit_with_error(f"--config: {' '.join(str(e).split())}")
+    cli.fail(f"--config: {' '.join(str(e).split())}")
   if config is None:
-    exit_with_error("--config is required, e.g. --config=configs/digits.py")
+    cli.fail("--config is required, e.g. --config=configs/digits.py")
   if not fv.workdir:
-    exit_with_error("--workdir is required: the pilots' workdir (advice.json is written there)")
+    cli.fail("--workdir is required: the pilots' workdir (advice.json is written there)")
   if fv.n is None:
-    exit_with_error("--n is required: the number of training images to advise for")
+    cli.fail("--n is required: the number of training images to advise for")
   try:
     result = advise(config, fv.workdir, fv.n, pilot_sizes=fv.pilot_sizes, seeds=fv.seeds,
                     budget=fv.budget)
   except JaxdiffError as e:
-    exit_with_error(" ".join(str(e).split()))
+    cli.fail(" ".join(str(e).split()))
   print(result["paragraph"])
   print(f"jaxdiff: advice written to {os.path.join(fv.workdir, 'advice.json')} and advice.md")
 

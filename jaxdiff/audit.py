@@ -39,9 +39,10 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxdiff import cli
 from jaxdiff import fileio
 from jaxdiff.data import image_files
-from jaxdiff.errors import DataError, JaxdiffError, WorkdirError, exit_with_error
+from jaxdiff.errors import DataError, JaxdiffError, WorkdirError
 
 DEFAULT_KS = "1/3,1/2,1/4"
 GRID_SAMPLES = 16   # the most-copied samples shown
@@ -317,18 +318,18 @@ def main(argv: Sequence[str]) -> None:
   if not fv["verbosity"].present:  # keep library INFO logs (XLA backends) out of the way
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
-    exit_with_error(f"unexpected arguments {list(argv[1:])}; use --train=... --samples=... "
-                    "--workdir=...")
+    cli.fail(f"unexpected arguments {list(argv[1:])}; use --train=... --samples=... "
+             "--workdir=...")
   for name in ("train", "samples", "workdir"):
     if not fv[name].value:
-      exit_with_error(f"--{name} is required (python -m jaxdiff.audit --help)")
+      cli.fail(f"--{name} is required (python -m jaxdiff.audit --help)")
   try:
     result = run_audit(fv.train, fv.samples, fv.workdir, heldout_path=fv.heldout, ks=fv.k,
                        image_size=fv.image_size, grayscale=fv.grayscale,
                        n_bootstrap=fv.n_bootstrap, seed=fv.seed,
                        sample_block=fv.sample_block, train_block=fv.train_block)
   except JaxdiffError as e:
-    exit_with_error(str(e))
+    cli.fail(str(e))
   if result.get("already_finished"):
     print(f"jaxdiff: {fv.workdir} holds this audit already (rerun with a new --workdir to "
           "redo it):")

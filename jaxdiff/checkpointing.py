@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxdiff import distributed
 from jaxdiff import fileio
 from jaxdiff import sharding
 from jaxdiff.errors import WorkdirError
@@ -123,7 +124,7 @@ class Checkpointer:
     """Restores `step` into `abstract_state`, re-padding the models axis when needed.
 
     The models axis is padded to a multiple of the device count by repeating the last
-    run (train._run_inputs), so every padding slot holds the last run's state: a
+    run (setup.run_inputs), so every padding slot holds the last run's state: a
     checkpoint of another padding is read at its stored size, replicated, and cut or
     extended with copies of its last run.
     """
@@ -193,7 +194,7 @@ class Checkpointer:
         dst = os.path.join(dst_dir, f"{step}.{k}")
         k += 1
       shutil.move(src, dst)
-    sharding.check_same_on_all_processes(f"checkpoint {step} set aside", "the checkpoints")
+    distributed.check_same_on_all_processes(f"checkpoint {step} set aside", "the checkpoints")
     # The manager lists its steps when opened: open it again without the one moved.
     self.manager.close()
     self._open()

@@ -1,18 +1,9 @@
 """User-facing errors: one clear line naming the key or file, the value and what is expected.
 
-`jaxdiff.main` catches `JaxdiffError` and prints its message (no traceback) with exit code 2.
+`jaxdiff.main` catches `JaxdiffError` and prints its message (no traceback) with exit code 2
+(`jaxdiff.cli.fail`, the one-line exit of every command).
 Programming errors are left as ordinary exceptions.
 """
-
-
-import sys
-
-
-def exit_with_error(message: str, code: int = 2) -> None:
-  """Prints `jaxdiff: error: MESSAGE` (one line) to stderr and exits with `code`: the end of
-  every command (main, plan, report, audit, advise) on a user mistake."""
-  print(f"jaxdiff: error: {message}", file=sys.stderr)
-  sys.exit(code)
 
 
 class JaxdiffError(Exception):

@@ -7,9 +7,9 @@
 Takes the same flags as `python -m jaxdiff.main` (--workdir is accepted and ignored, so a
 launch command can be checked by replacing `jaxdiff.main` with `jaxdiff.plan`). It builds
 the sweep's real programs (`train.Programs`: the chunk of optimizer steps and the
-evaluation, with `train.make_specs`) from shapes alone, with no dataset, no Inception
-weights and nothing trained, compiles them for the devices of this machine (of all
-processes on a pod) and prints:
+evaluation) through `jaxdiff.setup`, as the trainer builds them, from shapes alone (a
+stand-in dataset, no Inception weights, nothing trained), compiles them for the devices
+of this machine (of all processes on a pod) and prints:
 
   - the runs, the ('models', 'data') mesh, runs per device and the models-axis strategy;
   - parameters and optimizer state per run and per device;
@@ -44,36 +44,27 @@ fake devices as the pod has chips and the chip's memory, e.g.
 
 from __future__ import annotations
 
-# plan rebuilds the trainer's programs from its pieces, including a few private helpers of
-# jaxdiff.train, jaxdiff.metrics.quality and jaxdiff.main (the CLI's flags and errors).
-# pylint: disable=protected-access
-
 import dataclasses
-import functools
 import json
 import os
 import re
 import sys
 import time
-import types
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import diffusion
-from jaxdiff import models
-from jaxdiff import runs as runs_lib
+from jaxdiff import cli
+from jaxdiff import distributed
+from jaxdiff import setup
 from jaxdiff import sharding
 from jaxdiff import train
-from jaxdiff import train_state as ts
-from jaxdiff import validation
+from jaxdiff import train_state
 from jaxdiff.errors import ConfigError, JaxdiffError
 
 FIT_FRACTION = 0.9
-IMAGE_DATASETS = ("digits", "celeb_a", "cifar10")
-LABELLED_DATASETS = ("digits", "cifar10", "gmm")  # those with class / component labels
 _UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
           "T": 1e12, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -108,37 +99,6 @@ def duration(seconds: float) -> str:
   return f"{seconds:.3g} s"
 
 
-def data_shape_of(config) -> tuple[int, ...]:
-  """The shape of one data item, from the config alone (as input_pipeline loads it)."""
-  d = config.data
-  if d.dataset in ("gmm", "gaussian"):
-    return (int(d.dim),)
-  if d.dataset == "digits":
-    return (8, 8, 1)  # scikit-learn's 8x8 digits are not resized
-  return (int(d.image_size), int(d.image_size), 1 if d.grayscale else 3)
-
-
-def _abstract_quality(kind: str, data_shape):
-  """The feature function and the abstract parameters of a quality metric (no weights,
-  no reference statistics): all the evaluation program needs to be compiled."""
-  if kind not in ("fid", "classifier_fd", "pixel_fd"):
-    return None, None
-  from jaxdiff.metrics import quality as quality_lib
-  if kind == "pixel_fd":
-    return types.SimpleNamespace(features=quality_lib._pixel_features), None
-  if kind == "fid":
-    from jaxdiff.metrics import inception
-    params = jax.eval_shape(lambda: inception.InceptionV3FID().init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))["params"]
-    return types.SimpleNamespace(features=inception.inception_features), params
-  cfg = quality_lib.ClassifierConfig()
-  model = quality_lib.SmallClassifier(10, cfg.width, cfg.feature_dim)
-  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1,) + tuple(data_shape))))["params"]
-  features = functools.partial(quality_lib._classifier_features, model)
-  return types.SimpleNamespace(features=features), params
-
-
 def _sds(shape, dtype, sharding_):
   return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding_)
 
@@ -155,54 +115,29 @@ def _local_bytes(tree) -> int:
 class AbstractSweep:
   """A sweep's mesh, run table and compiled programs, from the config's shapes alone.
 
-  The same pieces as `train.Sweep` (the same `Programs`, step and evaluation specs), with
-  ShapeDtypeStructs in place of the data, so that the programs can be lowered and
-  compiled for any mesh without a dataset.
+  Built by `jaxdiff.setup.build` as `train.Sweep` is (the same run table, layout, model,
+  specs and `Programs`), with a shape-only stand-in dataset and ShapeDtypeStructs in place
+  of the data, so that the programs can be lowered and compiled for any mesh without a
+  dataset.
   """
 
   def __init__(self, config, devices=None):
-    validation.validate_sweep(config)
-    jax.config.update("jax_threefry_partitionable", True)  # as train.Sweep
     self.config = config
-    self.table = table = runs_lib.build_run_table(config)
-    self.mesh = mesh = sharding.make_mesh(config.train.data_parallel, devices)
-    self.strategy = sharding.resolve_strategy(config.train.models_axis,
-                                              mesh.devices.flat[0].platform)
-    self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
-    self.runs_per_device = self.num_padded // mesh.shape[sharding.MODELS]
-    self.data_shape = data_shape = data_shape_of(config)
-    name = config.data.dataset
-    pool_rows = table.pool_size + table.capacity  # zero-padded as in train.Sweep
-    # A stand-in for input_pipeline.Dataset: zero-strided zeros of the real shapes.
-    self.dataset = dataset = types.SimpleNamespace(
-        kind="image" if name in IMAGE_DATASETS else "vector",
-        pool=np.broadcast_to(np.zeros((), np.float32), (pool_rows,) + data_shape),
-        test=np.broadcast_to(np.zeros((), np.float32), (config.data.num_test,) + data_shape),
-        pool_labels=np.zeros((0,), np.int32) if name in LABELLED_DATASETS else None,
-        metadata={"mean": np.full(data_shape, float(config.data.gmm_mean), np.float32)})
-    validation.validate_against_data(config, table, dataset, mesh)
+    self.built = built = setup.build(config, devices, stand_in=True)
+    self.table, self.mesh, self.layout = built.table, built.mesh, built.layout
+    self.strategy, self.num_padded = built.strategy, built.num_padded
+    self.runs_per_device = built.runs_per_device
+    self.data_shape, self.dataset = built.data_shape, built.dataset
+    self.schedule, self.model, self.num_params = built.schedule, built.model, built.num_params
+    self.quality_kind, self.eval_spec = built.quality_kind, built.eval_spec
+    self.programs = built.programs
 
-    self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
-    self.model = model = models.get_model(config.model, config.diffusion.num_steps)
-    tx = ts.make_optimizer(config.optim)
-    example = jnp.zeros((1,) + data_shape, jnp.float32)
-    self.num_params = train.num_params_of(model, example)
-    self.quality_kind = train._quality_kind(config, dataset)
-    quality, qparams = _abstract_quality(self.quality_kind, data_shape)
-    step_spec, self.eval_spec = train.make_specs(
-        config, table, schedule, data_shape, image_data=dataset.kind == "image",
-        gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
-                  if self.quality_kind == "gmm" else None))
-    self.programs = train.Programs(mesh, self.strategy, model, tx, schedule, step_spec,
-                                   self.eval_spec, quality, example, table.capacity,
-                                   ema=config.optim.ema_decay > 0,
-                                   group=config.train.models_group)
-
-    rep, per_model = sharding.replicated(mesh), sharding.models_sharding(mesh)
-    self.host_inputs = train._run_inputs(table, dataset, config, self.num_padded)
+    rep, per_model = sharding.replicated(self.mesh), sharding.models_sharding(self.mesh)
+    self.host_inputs = built.host_inputs
     self.inputs = {k: _sds(v.shape, v.dtype, per_model) for k, v in self.host_inputs.items()}
-    self.pool = _sds((pool_rows,) + data_shape, jnp.float32, rep)
-    self.test = _sds((config.data.num_test,) + data_shape, jnp.float32, rep)
+    self.pool = _sds(built.dataset.pool.shape, jnp.float32, rep)
+    self.test = _sds(built.dataset.test.shape, jnp.float32, rep)
+    qparams = built.abstract_qparams
     self.qparams = (None if qparams is None else
                     jax.tree.map(lambda p: _sds(p.shape, p.dtype, rep), qparams))
     self.state = self.programs.abstract_state(self.inputs)
@@ -358,7 +293,7 @@ class Plan:
     devices = self.mesh_shape[sharding.MODELS] * self.mesh_shape[sharding.DATA]
     out = [
         f"jaxdiff plan: {self.config_name}: {c.model.name} W={c.model.width} on "
-        f"{c.data.dataset} {'x'.join(str(v) for v in data_shape_of(c))}, "
+        f"{c.data.dataset} {'x'.join(str(v) for v in setup.data_source(c).shape(c.data))}, "
         f"{c.optim.name}, batch <= {t.batch}, {c.train.num_steps} steps",
         f"  runs: {self.num_runs} (n = {ns[0]}..{ns[-1]}: {len(ns)} values x "
         f"{len(tuple(c.data.seeds))} seeds x {len(tuple(c.data.index))} data blocks x "
@@ -628,16 +563,14 @@ def one_run_step(sweep: AbstractSweep, model=None):
   from shapes: one run's state, inputs and the pool, the whole batch on one device."""
   config = sweep.config
   model = sweep.model if model is None else model
-  tx = ts.make_optimizer(config.optim)
-  step_spec, _ = train.make_specs(config, sweep.table, sweep.schedule, sweep.data_shape,
-                                  image_data=sweep.dataset.kind == "image", gmm_mean=None)
-  step_spec = dataclasses.replace(step_spec, data_parallel=1)
+  tx = train_state.make_optimizer(config.optim)
+  step_spec = dataclasses.replace(sweep.built.step_spec, data_parallel=1)
   inputs = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype)
             for k, v in sweep.host_inputs.items()}
   example = jnp.zeros((1,) + sweep.data_shape, jnp.float32)
   capacity, ema = sweep.table.capacity, config.optim.ema_decay > 0
   state = jax.eval_shape(
-      lambda inp: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
+      lambda inp: train_state.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
                                         example, capacity, ema), inputs)
   pool = jax.ShapeDtypeStruct(sweep.pool.shape, jnp.float32)
   fn = jax.jit(lambda st, inp, p: train.train_step(st, inp, p, model=model, tx=tx,
@@ -671,7 +604,7 @@ def saved_activation_bytes(model, data_shape, batch: int) -> int:
   t = jax.ShapeDtypeStruct((batch,), jnp.int32)
 
   def residuals(x, t):
-    params = ts.init_params(model, jax.random.PRNGKey(0), x[:1])
+    params = train_state.init_params(model, jax.random.PRNGKey(0), x[:1])
     def loss(p):
       out = model.apply({"params": p}, x, t, train=True,
                         rngs={"dropout": jax.random.PRNGKey(1)})
@@ -714,8 +647,7 @@ def memory_options(sweep: AbstractSweep, plan: "Plan") -> list[MemoryOption]:
   combination there. The evaluation's temporaries per run are added as measured.
   Estimates for accelerators; `benchmarks/device_check.sh` measures the peaks.
   """
-  cfg = sweep.config
-  at_once = min(sweep.runs_per_device, cfg.train.models_group or sweep.runs_per_device)
+  at_once = sweep.layout.at_once(sweep.runs_per_device)
   batch = sweep.table.batch
   saved = {}
   for remat in REMAT_OPTIONS:
@@ -824,18 +756,17 @@ def main(argv) -> None:
   from absl import flags
   from absl import logging
   from ml_collections import config_flags
-  from jaxdiff import main as cli
   if len(argv) > 1:
-    cli._fail(f"unexpected arguments {argv[1:]}")
-  config = cli._CONFIG.value
+    cli.fail(f"unexpected arguments {argv[1:]}")
+  config = cli.sweep_flags().config.value
   if config is None:
-    cli._fail("--config is required, e.g. --config=configs/celeba.py")
+    cli.fail("--config is required, e.g. --config=configs/celeba.py")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   fv = flags.FLAGS
   try:
     capacity = parse_bytes(fv.device_memory) if fv.device_memory else None
-    sharding.maybe_initialize_distributed()
+    distributed.maybe_initialize_distributed()
     if config.get("experiment", "diffusion") != "diffusion":
       raise ConfigError("experiment", config.experiment, "'diffusion' (plans are for sweeps)")
     plan = make_plan(config, device_memory=capacity, probe_steps=fv.probe_steps,
@@ -845,17 +776,17 @@ def main(argv) -> None:
                                                flush=True))
                      if jax.process_index() == 0 else None)
   except JaxdiffError as e:
-    cli._fail(str(e))
+    cli.fail(str(e))
   if jax.process_index() == 0:
     text = json.dumps(plan.to_json()) if fv.json else "\n".join(plan.lines())
     print(text, flush=True)
   if not plan.fits:
-    cli._fail(plan.refusal())
+    cli.fail(plan.refusal())
 
 
 if __name__ == "__main__":
   from absl import app
-  from jaxdiff import main as _cli
+  cli.sweep_flags()  # the flags of jaxdiff.main: a launch command plans as it is
   _define_flags()
   jax.config.config_with_absl()
-  app.run(main, flags_parser=_cli._parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

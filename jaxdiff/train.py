@@ -9,7 +9,7 @@ all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report 
 finished.json (a rerun of a finished workdir reads it and stops before loading anything).
 
 Per-run functions (train_step, evaluate.evaluate_run) are written for ONE run; they are
-lifted over the local slice of the models axis (`sharding.lift`: unroll or vmap) inside a
+lifted over the local slice of the models axis (`models_axis.lift`: unroll or vmap) inside a
 `jax.shard_map` over the ('models', 'data') mesh, so runs never communicate and the same
 config gives the same numbers on 1 or 8 devices. n, the data offset, the centering mean and
 the learning rate are traced values: a new n-grid of the same size and capacity reuses the
@@ -39,14 +39,15 @@ from jax.sharding import PartitionSpec as P
 from jaxdiff import checkpointing
 from jaxdiff import data
 from jaxdiff import diffusion
+from jaxdiff import distributed
 from jaxdiff import eval_times
 from jaxdiff import evaluate
 from jaxdiff import fileio
-from jaxdiff import models
+from jaxdiff import models_axis
 from jaxdiff import runs as runs_lib
+from jaxdiff import setup
 from jaxdiff import sharding
 from jaxdiff import train_state as ts
-from jaxdiff import validation
 from jaxdiff import workdir as workdir_lib
 from jaxdiff.errors import JaxdiffError
 from jaxdiff.models import layers
@@ -191,7 +192,7 @@ class Programs:
                quality_batch: int = 250, group: int = 0):
     self.mesh = mesh
     spec_m, spec_r = P(MODELS), P()
-    lift = functools.partial(sharding.lift, strategy=strategy, group=group)
+    lift = functools.partial(models_axis.lift, strategy=strategy, group=group)
 
     def init_local(inputs):
       one = lambda inp, _: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
@@ -205,14 +206,14 @@ class Programs:
     def chunk_local(states, inputs, pool, num_steps):
       step = lambda args, pool_: train_step(args[0], args[1], pool_, model=model, tx=tx,
                                             schedule=schedule, spec=step_spec)
-      lifted = sharding.lift(step, strategy)
+      lifted = models_axis.lift(step, strategy)
       run_steps = lambda st, inp: jax.lax.fori_loop(
           0, num_steps, lambda i, s: lifted((s, inp), pool), st)
       if not group:
         return run_steps(states, inputs)
       # A group does all the chunk's steps before the next group starts: the same results
       # (runs are independent), the memory of `group` runs, one slicing per chunk.
-      return sharding.map_groups(lambda args: run_steps(*args), (states, inputs), group)
+      return models_axis.map_groups(lambda args: run_steps(*args), (states, inputs), group)
 
     self.chunk = jax.jit(
         jax.shard_map(chunk_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r),
@@ -283,134 +284,6 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
-def _quality_kind(config, dataset) -> str:
-  kind = config.eval.quality
-  if kind != "auto":
-    return kind
-  if config.eval.inception_weights:
-    return "fid"
-  if config.data.dataset == "gmm":
-    return "gmm"
-  if dataset.kind == "image" and dataset.pool_labels is not None:
-    return "classifier_fd"
-  return "pixel_fd"
-
-
-def _reference_size(config) -> int:
-  """Pool items to hold out at the end of the pool order for the quality reference sets.
-
-  eval.fid_num_sets x eval.fid_set_size whenever the quality metric compares with
-  reference images (not for the GMM's exact KL or quality = none): a function of the
-  config's data and eval keys only, never of the n-grid.
-  """
-  kind = config.eval.quality
-  if kind == "none" or kind == "gmm" or (kind == "auto" and config.data.dataset == "gmm"):
-    return 0
-  return int(config.eval.fid_num_sets) * int(config.eval.fid_set_size)
-
-
-def _max_pool(config, table) -> int | None:
-  """Pool items to load: the training blocks, or all (the classifier of classifier_fd
-  learns the whole pool outside the reference block, the same for every n-grid)."""
-  kind = config.eval.quality
-  if kind == "classifier_fd" or (kind == "auto" and not config.eval.inception_weights
-                                 and config.data.dataset in ("digits", "cifar10")):
-    return None
-  return table.pool_size
-
-
-def _reference_sets(dataset, table, eval_cfg) -> tuple[list[np.ndarray], dict]:
-  """Disjoint held-out sets for the quality metric, and the record of which images.
-
-  The sets are the dataset's reference block: the last fid_num_sets x fid_set_size items
-  of the pool order, held out by `input_pipeline.load_dataset(reference=...)` before any
-  training block is taken (so they depend on the dataset and these two keys only, and no
-  run trains on them: the training pool ends where the block starts). The paper uses 5
-  sets of 10,000 images. When the pool is too small to hold the block, the sets are cut
-  from the test split instead (at most fid_num_sets sets of fid_set_size; one set of the
-  whole split when it is smaller than one set).
-
-  Returns:
-    (sets, record): record = {"source": "pool" | "test", "sets": [[start, stop], ...]
-    (positions in the pool order, or in the test split), "description": one sentence},
-    written by the Sweep to WORKDIR/reference_sets.json (source "none", no sets, when the
-    quality metric needs no reference images: the GMM's KL, or quality = none).
-  """
-  del table  # the sets do not depend on the runs
-  size, num = int(eval_cfg.fid_set_size), int(eval_cfg.fid_num_sets)
-  if dataset.reference is not None:
-    start = int(dataset.metadata["reference_start"])
-    ranges = [[start + i * size, start + (i + 1) * size] for i in range(num)]
-    sets = [dataset.reference[i * size:(i + 1) * size] for i in range(num)]
-    description = (f"{num} reference set{'s' if num > 1 else ''} of {size:,} pool items, "
-                   f"positions [{start:,}, {start + num * size:,}) of the pool order "
-                   f"(its last {num * size:,}, held out before the training blocks, "
-                   "which end at or before it), the same for every n-grid.")
-    return sets, {"source": "pool", "sets": ranges, "description": description}
-  test = dataset.test
-  count = min(num, len(test) // size)
-  if count >= 1:
-    ranges = [[i * size, (i + 1) * size] for i in range(count)]
-  else:
-    ranges = [[0, len(test)]]
-  logging.warning("the pool cannot hold %d x %d reference items: quality reference sets "
-                  "from the test split %s", num, size, ranges)
-  sets = [test[a:b] for a, b in ranges]
-  sizes = ranges[0][1] - ranges[0][0]
-  description = (f"{len(ranges)} reference set{'s' if len(ranges) > 1 else ''} of "
-                 f"{sizes:,} test items ({ranges[0][0]:,} to {ranges[-1][1]:,} of the test "
-                 f"split: the pool of {int(dataset.metadata['pool_available']):,} items "
-                 f"cannot also hold {num} x {size:,}), the same for every n-grid.")
-  return sets, {"source": "test", "sets": ranges, "description": description}
-
-
-def _run_inputs(table: runs_lib.RunTable, dataset, config, num_padded: int) -> dict:
-  """Per-run traced inputs, padded to the models-axis size by repeating the last run."""
-  rows = list(table.runs) + [table.runs[-1]] * (num_padded - table.num_runs)
-  channels = dataset.pool.shape[-1]
-  means = []
-  for r in rows:
-    if config.data.center:
-      m = np.asarray(data.train_mean(dataset.pool[r.offset:r.offset + r.n]),
-                     np.float32)
-      means.append(np.broadcast_to(m, (channels,)))
-    else:
-      means.append(np.zeros((channels,), np.float32))
-  keys = np.stack([np.asarray(runs_lib.run_key(config.seed, r.seed)) for r in rows])
-  return dict(
-      n=np.asarray([r.n for r in rows], np.int32),
-      offset=np.asarray([r.offset for r in rows], np.int32),
-      mean=np.stack(means).astype(np.float32),
-      lr=np.asarray([r.lr for r in rows], np.float32),
-      key=keys.astype(np.uint32),
-      **_run_labels(rows, dataset, config, table.capacity))
-
-
-def _run_labels(rows, dataset, config, capacity: int) -> dict:
-  """A conditional model's labels: [M, capacity] of each training block, [M, T] of test.
-
-  Missing labels (a shape-only stand-in dataset) are zeros; a real dataset without labels
-  is refused by validation before this.
-  """
-  if not config.model.get("num_classes", 0):
-    return {}
-  pool_labels = getattr(dataset, "pool_labels", None)
-  pool_labels = np.zeros((0,), np.int32) if pool_labels is None else np.asarray(pool_labels)
-  test_labels = getattr(dataset, "test_labels", None)
-  num_test = len(dataset.test)
-  if test_labels is None or len(test_labels) != num_test:
-    test_labels = np.zeros((num_test,), np.int32)
-  blocks = []
-  for r in rows:
-    block = np.zeros((capacity,), np.int32)
-    got = pool_labels[r.offset:r.offset + capacity]
-    block[:len(got)] = got
-    blocks.append(block)
-  return dict(labels=np.stack(blocks).astype(np.int32),
-              test_labels=np.broadcast_to(np.asarray(test_labels, np.int32),
-                                          (len(rows), num_test)).copy())
-
-
 def _grid_runs(table: runs_lib.RunTable, count: int) -> list[int]:
   """Runs shown in the sample grids: the first run of up to `count` n values, spread out."""
   first_of_n = {}
@@ -423,37 +296,6 @@ def _grid_runs(table: runs_lib.RunTable, count: int) -> list[int]:
   return [ids[i] for i in pick]
 
 
-def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int, ...], *,
-               image_data: bool, gmm_mean) -> tuple[StepSpec, evaluate.EvalSpec]:
-  """The static settings of the train step and of the evaluation (also used by jaxdiff.plan,
-  which compiles the same programs from shapes alone)."""
-  ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
-  eval_spec = evaluate.EvalSpec(
-      sampler=config.eval.sampler, sampler_steps=config.eval.sampler_steps,
-      ddim_eta=float(config.eval.ddim_eta), num_samples=config.eval.num_samples,
-      sample_batch=min(config.eval.sample_batch, config.eval.num_samples), ks=ks,
-      n_bootstrap=config.eval.n_bootstrap,
-      loss_index=diffusion.index_for_ou_time(schedule, config.eval.loss_t),
-      loss_draws=config.eval.loss_noise_draws, loss_batch=min(1024, table.capacity),
-      grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
-      data_shape=tuple(data_shape), capacity=table.capacity, image_data=image_data,
-      gmm_mean=gmm_mean, num_classes=int(config.model.get("num_classes", 0)),
-      guidance=float(config.eval.get("guidance", 1.0)))
-  step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
-                       policy=config.train.batch_policy,
-                       min_index=config.diffusion.min_train_index,
-                       data_parallel=config.train.data_parallel,
-                       ema_decay=float(config.optim.ema_decay),
-                       num_classes=int(config.model.get("num_classes", 0)),
-                       label_dropout=float(config.train.get("label_dropout", 0.0)))
-  return step_spec, eval_spec
-
-
-def num_params_of(model, example) -> int:
-  shapes = jax.eval_shape(lambda: ts.init_params(model, jax.random.PRNGKey(0), example))
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
-
-
 class Sweep:
   """A sweep set up on its mesh: data on device, run table, compiled programs.
 
@@ -463,11 +305,7 @@ class Sweep:
   """
 
   def __init__(self, config, workdir: str, devices=None):
-    validation.validate_sweep(config)
-    # Counter-based random bits: a draw of shape [b, ...] is the prefix of the same draw of
-    # shape [B, ...], so a run's batches, noise and orders do not depend on the static
-    # batch or capacity of the sweep it is in (the default since JAX 0.5).
-    jax.config.update("jax_threefry_partitionable", True)
+    setup.check_config(config)
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
     # The lock first (nothing is written before it); config.json only once the checks
@@ -481,67 +319,32 @@ class Sweep:
       raise
 
   def _setup(self, config, workdir, devices):
-    self.table = table = runs_lib.build_run_table(config)
-    self.mesh = mesh = sharding.make_mesh(config.train.data_parallel, devices)
-    self.strategy = sharding.resolve_strategy(config.train.models_axis,
-                                              mesh.devices.flat[0].platform)
-    self.num_padded = sharding.padded_num_runs(table.num_runs, mesh)
-    self.dataset = dataset = data.load_dataset(
-        config.data, max_pool=_max_pool(config, table), reference=_reference_size(config))
-    data.check_subsets(dataset, config.data.n_train, config.data.index)
-    validation.validate_against_data(config, table, dataset, mesh)
-    self.claim.record_config()
-
-    self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
-    self.model = model = models.get_model(config.model, config.diffusion.num_steps)
-    tx = ts.make_optimizer(config.optim)
-    self.data_shape = data_shape = tuple(dataset.pool.shape[1:])
-    example = jnp.zeros((1,) + data_shape, jnp.float32)
-    self.num_params = num_params_of(model, example)
-
-    self.quality_kind = _quality_kind(config, dataset)
-    self.quality = None
-    if self.quality_kind in ("fid", "classifier_fd", "pixel_fd"):
-      from jaxdiff.metrics import quality as quality_lib
-      reference_sets, record = _reference_sets(dataset, table, config.eval)
+    def write_reference_record(record):
       if self.is_main:
         fileio.atomic_write_json(os.path.join(workdir, "reference_sets.json"), record)
-      self.quality = quality_lib.make_quality_metric(
-          self.quality_kind, reference_sets=reference_sets,
-          train_images=dataset.pool, train_labels=dataset.pool_labels,
-          inception_weights=config.eval.inception_weights,
-          cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"), seed=config.seed)
-    elif self.is_main:
-      fileio.atomic_write_json(os.path.join(workdir, "reference_sets.json"), {
-          "source": "none", "sets": [],
-          "description": ("No reference images: the quality metric is the KL estimate "
-                          "against the exact mixture P_0." if self.quality_kind == "gmm"
-                          else "No reference images: no quality metric (eval.quality = none).")})
 
-    step_spec, eval_spec = make_specs(
-        config, table, schedule, data_shape, image_data=dataset.kind == "image",
-        gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
-                  if self.quality_kind == "gmm" else None))
-    self.programs = Programs(mesh, self.strategy, model, tx, schedule, step_spec, eval_spec,
-                             self.quality, example, table.capacity,
-                             ema=config.optim.ema_decay > 0,
-                             group=config.train.models_group)
+    built = setup.build(config, devices, checked=True, after_checks=self.claim.record_config,
+                        cache_dir=config.eval.cache_dir or os.path.join(workdir, "cache"),
+                        reference_record=write_reference_record)
+    self.built = built
+    self.table, self.mesh, self.layout = built.table, built.mesh, built.layout
+    self.strategy, self.num_padded = built.strategy, built.num_padded
+    self.dataset, self.data_shape = built.dataset, built.data_shape
+    self.schedule, self.model, self.num_params = built.schedule, built.model, built.num_params
+    self.quality_kind, self.quality = built.quality_kind, built.quality
+    self.programs = built.programs
 
-    # Data on device once, replicated; the pool is zero-padded so that every run's
-    # [offset, offset + capacity) window is in range.
-    rep = sharding.replicated(mesh)
-    pool_host = np.concatenate([
-        dataset.pool[:table.pool_size],
-        np.zeros((table.capacity,) + data_shape, np.float32)]).astype(np.float32)
-    self.pool = sharding.global_array(pool_host, rep)
-    self.test = sharding.global_array(np.asarray(dataset.test, np.float32), rep)
+    # Data on device once, replicated.
+    rep = sharding.replicated(self.mesh)
+    self.pool = sharding.global_array(built.host_pool(), rep)
+    self.test = sharding.global_array(np.asarray(self.dataset.test, np.float32), rep)
     self.qparams = (sharding.global_tree(self.quality.params, rep)
                     if self.quality is not None and self.quality.params is not None else None)
-    self.inputs = self.make_inputs(table)
+    self.inputs = sharding.global_tree(built.host_inputs, sharding.models_sharding(self.mesh))
 
   def make_inputs(self, table: runs_lib.RunTable) -> dict:
     """The per-run traced inputs of a run table, sharded over 'models'."""
-    host = _run_inputs(table, self.dataset, self.config, self.num_padded)
+    host = setup.run_inputs(table, self.dataset, self.config, self.num_padded)
     return sharding.global_tree(host, sharding.models_sharding(self.mesh))
 
   def write_run_table(self, diverged: dict | None = None) -> None:
@@ -575,7 +378,7 @@ class Sweep:
 
   def _from_main(self, *flags: bool) -> tuple[bool, ...]:
     """Process 0's decisions, taken by every process (they must run the same programs)."""
-    return sharding.any_process(*[bool(f) and self.is_main for f in flags])
+    return distributed.any_process(*[bool(f) and self.is_main for f in flags])
 
   def _run(self, stop_at_step):
     config, table, programs, workdir = self.config, self.table, self.programs, self.workdir
@@ -697,7 +500,7 @@ class Sweep:
           step = target
           # Every process must take the same decisions (a checkpoint is written by all):
           # a signal or an overdue checkpoint clock on any process counts for all.
-          signalled, overdue = sharding.any_process(
+          signalled, overdue = distributed.any_process(
               stop.signal is not None,
               time.time() - last_save > config.train.checkpoint_every_secs)
           if step in steps_to_eval:

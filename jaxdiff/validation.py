@@ -48,7 +48,7 @@ def _choice(key, v, allowed):
 
 def validate_sweep(config) -> None:
   """Checks every key of a diffusion sweep that can be checked without data."""
-  from jaxdiff import runs, sharding, train_state
+  from jaxdiff import models_axis, runs, train_state
   from jaxdiff import models as models_lib
 
   _choice("experiment", config.experiment, ("diffusion",))
@@ -128,9 +128,7 @@ def validate_sweep(config) -> None:
   _positive_int("train.batch_size", t.batch_size)
   _choice("train.batch_policy", t.batch_policy, runs.BATCH_POLICIES)
   _positive_int("train.steps_per_dispatch", t.steps_per_dispatch)
-  _choice("train.models_axis", t.models_axis, sharding.STRATEGIES)
-  _require(_is_int(t.models_group) and t.models_group >= 0, "train.models_group",
-           t.models_group, "an integer >= 0 (0: all of a device's runs at once)")
+  models_axis.validate(config)  # train.models_axis, train.models_group, model.conv_batching
   _positive_int("train.data_parallel", t.data_parallel)
   _require(_is_num(t.checkpoint_every_secs) and t.checkpoint_every_secs > 0,
            "train.checkpoint_every_secs", t.checkpoint_every_secs, "a positive number of seconds")

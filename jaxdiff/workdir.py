@@ -32,8 +32,8 @@ import threading
 import time
 import uuid
 
+from jaxdiff import distributed
 from jaxdiff import fileio
-from jaxdiff import sharding
 from jaxdiff.errors import WorkdirError
 
 LOCK_NAME = ".jaxdiff.lock"
@@ -293,7 +293,7 @@ class Claim:
     if not self._recorded and self.is_main:
       fileio.atomic_write_json(os.path.join(self.workdir, "config.json"), self.config_dict)
     self._recorded = True
-    sharding.check_same_on_all_processes("workdir claimed", "the workdir")
+    distributed.check_same_on_all_processes("workdir claimed", "the workdir")
 
   def release(self) -> None:
     if self._locked:
@@ -321,7 +321,7 @@ def claim(workdir: str, config_dict: dict, is_main: bool = True) -> Claim:
       or the workdir is foreign or holds a different config.
     JaxdiffError: the processes of a multi-process launch run different configs.
   """
-  sharding.check_same_on_all_processes(fileio.dumps(config_dict), "the config")
+  distributed.check_same_on_all_processes(fileio.dumps(config_dict), "the config")
   error = None
   locked = False
   if is_main:
@@ -334,7 +334,7 @@ def claim(workdir: str, config_dict: dict, is_main: bool = True) -> Claim:
       error = e
       if locked:
         _drop(workdir)
-  (failed,) = sharding.any_process(error is not None)
+  (failed,) = distributed.any_process(error is not None)
   if error is not None:
     raise error
   if failed:

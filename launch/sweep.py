@@ -208,12 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except UsageError as e:
     return _fail(str(e))
   jobs = expand(study, args.root)
-  from jaxdiff import main as cli  # its one-line rendering of config errors
+  from jaxdiff import cli  # its one-line rendering of config errors
   from jaxdiff.errors import JaxdiffError
   try:
     check_jobs(jobs)
   except (JaxdiffError, ValueError, KeyError, TypeError, AttributeError) as e:
-    return _fail(f"{study.config}: {cli._one_line(e)}")  # pylint: disable=protected-access
+    return _fail(f"{study.config}: {cli.one_line(e)}")
   cmds = commands(jobs, args.root, args.backend, python=args.python,
                   slurm_args=args.slurm_args, tpu_args=args.tpu_args)
   if args.dry_run:

@@ -181,14 +181,14 @@ def test_exact_score_of_each_runs_data_scores_kl_zero_for_every_n(center):
   common level is within the estimate's sampling error (0.09 with 1,000 samples) of 0.
   """
   from configs import gmm as gmm_config
-  from jaxdiff import data as data_lib, evaluate, runs as runs_lib, train
+  from jaxdiff import data as data_lib, evaluate, runs as runs_lib, setup
 
   config = gmm_config.get_config("cpu")
   assert not config.data.center  # the authors' raw data
   config.data.center = center
   table = runs_lib.build_run_table(config)
   data = data_lib.load_dataset(config.data, max_pool=table.pool_size)
-  _, spec = train.make_specs(config, table, SCHEDULE, (DIM,), image_data=False,
+  _, spec = setup.make_specs(config, table, SCHEDULE, (DIM,), image_data=False,
                              gmm_mean=tuple(float(v) for v in data.metadata["mean"]))
   spec = dataclasses.replace(spec, n_bootstrap=10)
   mu = jnp.asarray(spec.gmm_mean, jnp.float32)
@@ -209,7 +209,7 @@ def test_exact_score_of_each_runs_data_scores_kl_zero_for_every_n(center):
   ref = gmm.gmm_kl(gmm.population_eps_fn(SCHEDULE, mu), SCHEDULE, k_sample, spec.num_samples,
                    mu, spec.sampler_steps).kl
   assert abs(float(ref)) < 3 * 0.09
-  inputs = train._run_inputs(table, data, config, table.num_runs)
+  inputs = setup.run_inputs(table, data, config, table.num_runs)
   for r in table.runs:
     mean = jnp.asarray(inputs["mean"][r.run])
     if center:

@@ -4,7 +4,7 @@ Two processes with 2 CPU devices each run `python -m jaxdiff.main` on ONE workdi
 workers of a pod would: the first launch stops at step 20, the second resumes from the
 checkpoint both processes wrote. The metrics must equal, exactly, those of the same sweep
 in one process with 4 devices, with each row written once (by process 0). Plus the
-environment rules of `sharding.distributed_settings` and what happens when a peer never
+environment rules of `distributed.distributed_settings` and what happens when a peer never
 arrives.
 
 Every subprocess runs in its own session and is killed with its group on a timeout; each
@@ -28,7 +28,7 @@ import pytest
 from configs import test as test_config
 from jaxdiff import checkpointing
 from jaxdiff import fileio
-from jaxdiff import sharding
+from jaxdiff import distributed
 from jaxdiff import train
 from jaxdiff.errors import JaxdiffError
 
@@ -205,28 +205,28 @@ def test_missing_peer_aborts_after_the_timeout_with_a_reason(tmp_path):
 
 
 def test_one_host_does_nothing():
-  assert sharding.distributed_settings({}) is None
-  assert sharding.distributed_settings({"HOME": "/root", "JAXDIFF_DISTRIBUTED": "auto"}) is None
+  assert distributed.distributed_settings({}) is None
+  assert distributed.distributed_settings({"HOME": "/root", "JAXDIFF_DISTRIBUTED": "auto"}) is None
   # A single SLURM task or a one-worker TPU VM is one host.
   single = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n1", "SLURM_NTASKS": "1",
             "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
-  assert sharding.distributed_settings(single) is None
-  assert sharding.distributed_settings({"TPU_WORKER_HOSTNAMES": "localhost"}) is None
-  assert sharding.distributed_settings({
+  assert distributed.distributed_settings(single) is None
+  assert distributed.distributed_settings({"TPU_WORKER_HOSTNAMES": "localhost"}) is None
+  assert distributed.distributed_settings({
       "JAXDIFF_COORDINATOR_ADDRESS": "h:1", "JAXDIFF_NUM_PROCESSES": "1",
       "JAXDIFF_PROCESS_ID": "0"}) is None
-  assert sharding.maybe_initialize_distributed({}) is False
+  assert distributed.maybe_initialize_distributed({}) is False
 
 
 def test_explicit_variables():
-  s = sharding.distributed_settings({
+  s = distributed.distributed_settings({
       "JAXDIFF_COORDINATOR_ADDRESS": "10.0.0.1:8476", "JAXDIFF_NUM_PROCESSES": "4",
       "JAXDIFF_PROCESS_ID": "3", "JAXDIFF_INIT_TIMEOUT": "20"})
   assert s.source == "explicit"
   assert dict(s.kwargs) == dict(coordinator_address="10.0.0.1:8476", num_processes=4,
                                 process_id=3, initialization_timeout=20)
   # JAXDIFF_DISTRIBUTED=off wins over everything.
-  assert sharding.distributed_settings({
+  assert distributed.distributed_settings({
       "JAXDIFF_DISTRIBUTED": "off", "JAXDIFF_COORDINATOR_ADDRESS": "10.0.0.1:8476",
       "JAXDIFF_NUM_PROCESSES": "4", "JAXDIFF_PROCESS_ID": "3"}) is None
 
@@ -247,7 +247,7 @@ def test_explicit_variables():
 ])
 def test_bad_variables_are_one_line_errors(env, expected):
   with pytest.raises(JaxdiffError) as e:
-    sharding.distributed_settings(env)
+    distributed.distributed_settings(env)
   assert expected in str(e.value) and "\n" not in str(e.value)
 
 
@@ -257,48 +257,48 @@ SLURM = {"SLURM_JOB_ID": "12", "SLURM_STEP_NODELIST": "gpu[01-04]", "SLURM_PROCI
 
 def test_slurm_one_process_per_host_sees_all_its_gpus():
   # sbatch --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 (launch/slurm_gpu.sh).
-  s = sharding.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="1",
+  s = distributed.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="1",
                                          CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7"))
   assert s.source == "slurm" and s.kwargs["local_device_ids"] == list(range(8))
   assert s.kwargs["initialization_timeout"] == 300
   # Tasks per node from the counts; GPUs from SLURM_GPUS_ON_NODE.
-  s = sharding.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_STEP_NUM_NODES="4",
+  s = distributed.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_STEP_NUM_NODES="4",
                                          SLURM_GPUS_ON_NODE="4"))
   assert s.kwargs["local_device_ids"] == [0, 1, 2, 3]
   # One process per GPU (JAX's SLURM default) or the user's own choice: left to JAX.
-  s = sharding.distributed_settings(dict(SLURM, SLURM_NTASKS="32", SLURM_NTASKS_PER_NODE="8",
+  s = distributed.distributed_settings(dict(SLURM, SLURM_NTASKS="32", SLURM_NTASKS_PER_NODE="8",
                                          CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7"))
   assert s.source == "slurm" and "local_device_ids" not in s.kwargs
-  s = sharding.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="1",
+  s = distributed.distributed_settings(dict(SLURM, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="1",
                                          JAX_LOCAL_DEVICE_IDS="0,1"))
   assert "local_device_ids" not in s.kwargs
 
 
 def test_other_clusters_use_jax_auto_detection():
-  s = sharding.distributed_settings({"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "2"})
+  s = distributed.distributed_settings({"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "2"})
   assert s.source == "open_mpi" and set(s.kwargs) == {"initialization_timeout"}
-  s = sharding.distributed_settings({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"})
+  s = distributed.distributed_settings({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"})
   assert s.source == "tpu" and set(s.kwargs) == {"initialization_timeout"}
-  s = sharding.distributed_settings({"MEGASCALE_NUM_SLICES": "2"})
+  s = distributed.distributed_settings({"MEGASCALE_NUM_SLICES": "2"})
   assert s.source == "tpu"
   # Cloud TPU VMs (launch/tpu_pod.sh): only the metadata server knows the workers.
-  s = sharding.distributed_settings({"JAXDIFF_DISTRIBUTED": "on", "JAXDIFF_INIT_TIMEOUT": "9"})
+  s = distributed.distributed_settings({"JAXDIFF_DISTRIBUTED": "on", "JAXDIFF_INIT_TIMEOUT": "9"})
   assert s.source == "forced" and dict(s.kwargs) == {"initialization_timeout": 9}
 
 
 AGREEMENT = r"""
 import jax
-from jaxdiff import sharding
+from jaxdiff import distributed
 from jaxdiff.errors import JaxdiffError
-assert sharding.maybe_initialize_distributed()
+assert distributed.maybe_initialize_distributed()
 me = jax.process_index()
-print("FLAGS", sharding.any_process(me == 1, False, True), flush=True)
+print("FLAGS", distributed.any_process(me == 1, False, True), flush=True)
 try:
-  sharding.check_same_on_all_processes(f"the config of process {me}", "the config")
+  distributed.check_same_on_all_processes(f"the config of process {me}", "the config")
   print("SAME", flush=True)
 except JaxdiffError as e:
   print("ERROR", e, flush=True)
-sharding.check_same_on_all_processes("same", "a barrier")
+distributed.check_same_on_all_processes("same", "a barrier")
 print("DONE", flush=True)
 """
 
@@ -317,5 +317,5 @@ def test_processes_take_decisions_together_and_refuse_different_configs(tmp_path
     assert ("ERROR the processes of this launch disagree about the config (process 0 vs "
             "processes [1])") in text, text[-2000:]
     assert "SAME" not in text and "DONE" in text
-  assert sharding.any_process(True, False) == (True, False)  # one process: the flags
-  sharding.check_same_on_all_processes("anything", "the config")  # one process: returns
+  assert distributed.any_process(True, False) == (True, False)  # one process: the flags
+  distributed.check_same_on_all_processes("anything", "the config")  # one process: returns

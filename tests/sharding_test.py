@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import sharding
+from jaxdiff import models_axis
 
 
 def one_run(per_model, shared):
@@ -27,7 +27,7 @@ def stacked(num):
 def test_lift_in_groups_equals_one_run_at_a_time(strategy, group):
   num, x = 5, jnp.linspace(-1, 1, 18).reshape(3, 6)
   per_model = stacked(num)
-  out = jax.jit(sharding.lift(one_run, strategy, group))(per_model, x)
+  out = jax.jit(models_axis.lift(one_run, strategy, group))(per_model, x)
   for m in range(num):
     want = one_run(jax.tree.map(lambda a: a[m], per_model), x)
     for k in want:
@@ -36,7 +36,7 @@ def test_lift_in_groups_equals_one_run_at_a_time(strategy, group):
 
 def test_map_groups_runs_groups_in_order_with_a_remainder():
   seen = []
-  out = sharding.map_groups(lambda t: (seen.append(t.shape[0]), t * 2)[1], jnp.arange(7.0), 3)
+  out = models_axis.map_groups(lambda t: (seen.append(t.shape[0]), t * 2)[1], jnp.arange(7.0), 3)
   np.testing.assert_array_equal(out, 2 * np.arange(7.0))
   assert seen == [3, 1]  # one traced group of 3 (lax.map over 2 of them), then the rest
 
@@ -52,7 +52,7 @@ def test_groups_bound_the_temporaries(strategy):
   per_model, x = {"w": jnp.ones((8, 256, 256))}, jnp.ones((512, 256))
 
   def temp(group):
-    lifted = jax.jit(sharding.lift(grad_one, strategy, group))
+    lifted = jax.jit(models_axis.lift(grad_one, strategy, group))
     return lifted.lower(per_model, x).compile().memory_analysis().temp_size_in_bytes
 
   activations = 512 * 256 * 4  # bytes of one run's [512, 256] activation

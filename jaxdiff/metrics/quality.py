@@ -221,11 +221,13 @@ def _classifier(images, labels, cfg: ClassifierConfig, seed: int, cache_dir: str
   return params, accuracy, num_classes, path
 
 
-def _classifier_features(model: SmallClassifier, params, images):
+def classifier_features(model: SmallClassifier, params, images):
+  """The classifier's penultimate features of images (classifier_fd's feature map)."""
   return model.apply({"params": params}, images, method=SmallClassifier.features)
 
 
-def _pixel_features(params, images):
+def pixel_features(params, images):
+  """The flattened pixels (pixel_fd's feature map; no parameters)."""
   del params
   return jnp.asarray(images, jnp.float32).reshape(images.shape[0], -1)
 
@@ -287,14 +289,14 @@ def make_quality_metric(kind: str, *, reference_sets: Sequence[np.ndarray],
     params, accuracy, num_classes, cpath = _classifier(images, train_labels, classifier, seed,
                                                        cache_dir)
     model = SmallClassifier(num_classes, classifier.width, classifier.feature_dim)
-    features = functools.partial(_classifier_features, model)
+    features = functools.partial(classifier_features, model)
     label = (f"Frechet distance in the {classifier.feature_dim}-d features of a "
              f"{num_classes}-class classifier trained on this dataset (not FID)")
     identity = ("classifier", CLASSIFIER_VERSION, dataclasses.astuple(classifier))
     default_batch = 500
     info.update(classifier_val_accuracy=accuracy, classifier_cache=cpath)
   else:
-    params, features = None, _pixel_features
+    params, features = None, pixel_features
     space = "pixel" if is_image else "data"
     label = f"Frechet distance in {space} space (not FID)"
     identity = ("pixels",)

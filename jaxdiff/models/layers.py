@@ -18,8 +18,10 @@ batched kernel becomes a grouped convolution, which XLA's CPU backend runs 3-5x 
 than the K per-model convolutions. `conv2d(..., batching=...)` selects what happens then:
 
   native  let vmap build its grouped convolution.
-  unroll  a `jax.custom_batching.custom_vmap` rule loops over the models axis (one plain
-          convolution per model, unrolled at trace time); when only the activations carry
+  unroll  the convolution loop: a `jax.custom_batching.custom_vmap` rule loops over the
+          models axis (one plain convolution per model, unrolled at trace time; not the
+          trainer's train.models_axis="unroll", which copies the whole step per run, see
+          jaxdiff.models_axis); when only the activations carry
           the models axis (a shared kernel) it is folded into the batch instead. The
           backward pass (input and kernel gradients) uses the same rule, through a
           `jax.custom_vjp` around it.
@@ -126,7 +128,7 @@ def _conv(x, kernel, strides, padding):
       dimension_numbers=_DIMENSION_NUMBERS)
 
 
-def _models_axis_unrolled(fun: Callable, foldable: Callable[[Sequence[bool]], bool]):
+def _loop_over_models(fun: Callable, foldable: Callable[[Sequence[bool]], bool]):
   """Wraps a one-model function of arrays so that vmap over it loops over the models.
 
   Args:
@@ -162,8 +164,9 @@ def _models_axis_unrolled(fun: Callable, foldable: Callable[[Sequence[bool]], bo
 
 
 @functools.lru_cache(maxsize=None)
-def _unrolled_conv(strides: tuple[int, int], padding: Padding):
-  """conv(x, kernel) with custom vmap (unrolled over models) and matching custom VJP.
+def _looped_conv(strides: tuple[int, int], padding: Padding):
+  """conv(x, kernel) with custom vmap (the convolution loop over models) and matching
+  custom VJP.
 
   `custom_vmap` functions support forward-mode but not reverse-mode autodiff, hence the
   `custom_vjp` around them, whose backward pieces (input and kernel gradients) are
@@ -186,11 +189,11 @@ def _unrolled_conv(strides: tuple[int, int], padding: Padding):
     return dk
 
   # Args (x, kernel): fold when the kernel is shared.
-  fwd = _models_axis_unrolled(fwd_plain, lambda b: b[0] and not b[1])
+  fwd = _loop_over_models(fwd_plain, lambda b: b[0] and not b[1])
   # Args (x, g, kernel): the input gradient also folds when the kernel is shared.
-  dx = _models_axis_unrolled(dx_plain, lambda b: b[0] and b[1] and not b[2])
+  dx = _loop_over_models(dx_plain, lambda b: b[0] and b[1] and not b[2])
   # The kernel gradient sums over the image batch, so models never fold into it.
-  dk = _models_axis_unrolled(dk_plain, lambda b: False)
+  dk = _loop_over_models(dk_plain, lambda b: False)
 
   @jax.custom_vjp
   def conv(x, kernel):
@@ -247,7 +250,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides=(1, 1), padding: Padding,
   if batching == "native":
     return _conv(x, kernel, strides, padding)
   if batching == "unroll":
-    return _unrolled_conv(strides, padding)(x, kernel)
+    return _looped_conv(strides, padding)(x, kernel)
   if batching == "im2col":
     return _im2col_conv(x, kernel, strides, padding)
   raise ValueError(f"conv batching {batching!r} not in {CONV_BATCHING}")
