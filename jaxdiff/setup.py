@@ -21,9 +21,10 @@ the planner compiles exactly the programs the trainer will run:
   7. the static specs of the train step and the evaluation (`make_specs`)
   8. the compiled `Programs`, and the per-run traced inputs (`run_inputs`)
 
-Below this module the pieces receive typed specs (StepSpec, EvalSpec, models_axis.Layout,
-RunTable), not the config. What a dataset is (kind, labels, item shape, auto quality) is
-asked of its registry entry (jaxdiff.data.source_for); nothing here knows datasets by name.
+Below this module the programs receive typed specs (StepSpec, EvalSpec, models_axis.Layout,
+RunTable) and the model, schedule, optimizer and loader their config sections, never the
+whole config. What a dataset is (kind, labels, item shape, auto quality) is asked of its
+registry entry (jaxdiff.data.source_for); nothing here knows datasets by name.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ from jaxdiff import sharding
 from jaxdiff import train_state
 from jaxdiff import validation
 
-# `train` holds StepSpec and Programs until they move to their own module; it imports this
-# module, so it is imported where it is used (no import loop).
+# `train` still holds StepSpec and Programs, and train imports this module: train is
+# imported where it is used (make_specs, build), so either module may be imported first.
+# The cycle ends when StepSpec and Programs move to their own module.
 
 
 # ------------------------------------------------------------------- dataset facts
