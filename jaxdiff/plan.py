@@ -6,7 +6,7 @@
 
 Takes the same flags as `python -m jaxdiff.main` (--workdir is accepted and ignored, so a
 launch command can be checked by replacing `jaxdiff.main` with `jaxdiff.plan`). It builds
-the sweep's real programs (`train.Programs`: the chunk of optimizer steps and the
+the sweep's real programs (`programs.Programs`: the chunk of optimizer steps and the
 evaluation, with `train.make_specs`) from shapes alone, with no dataset, no Inception
 weights and nothing trained, compiles them for the devices of this machine (of all
 processes on a pod) and prints:
@@ -64,6 +64,7 @@ import numpy as np
 
 from jaxdiff import diffusion
 from jaxdiff import models
+from jaxdiff import programs as programs_lib
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
 from jaxdiff import train
@@ -193,10 +194,10 @@ class AbstractSweep:
         config, table, schedule, data_shape, image_data=dataset.kind == "image",
         gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
                   if self.quality_kind == "gmm" else None))
-    self.programs = train.Programs(mesh, self.strategy, model, tx, schedule, step_spec,
-                                   self.eval_spec, quality, example, table.capacity,
-                                   ema=config.optim.ema_decay > 0,
-                                   group=config.train.models_group)
+    self.programs = programs_lib.Programs(mesh, self.strategy, model, tx, schedule, step_spec,
+                                          self.eval_spec, quality, example, table.capacity,
+                                          ema=config.optim.ema_decay > 0,
+                                          group=config.train.models_group)
 
     rep, per_model = sharding.replicated(mesh), sharding.models_sharding(mesh)
     self.host_inputs = train._run_inputs(table, dataset, config, self.num_padded)
@@ -598,7 +599,7 @@ class StepCost:
   """XLA's cost and memory analysis of ONE optimizer step of ONE run (a model-step).
 
   flops and bytes_accessed come from `compiled.cost_analysis()` of the jitted
-  `train.train_step` at the sweep's batch (the whole batch on one device); bytes are
+  `programs.train_step` at the sweep's batch (the whole batch on one device); bytes are
   counted after XLA's fusion on the backend that compiled it (`platform`), so a GPU's
   figure differs from a CPU's (on CPU, the U-Net's bytes per FLOP are a little higher).
   """
@@ -640,8 +641,8 @@ def one_run_step(sweep: AbstractSweep, model=None):
       lambda inp: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
                                         example, capacity, ema), inputs)
   pool = jax.ShapeDtypeStruct(sweep.pool.shape, jnp.float32)
-  fn = jax.jit(lambda st, inp, p: train.train_step(st, inp, p, model=model, tx=tx,
-                                                   schedule=sweep.schedule, spec=step_spec))
+  fn = jax.jit(lambda st, inp, p: programs_lib.train_step(st, inp, p, model=model, tx=tx,
+                                                          schedule=sweep.schedule, spec=step_spec))
   return fn.lower(state, inputs, pool)
 
 
