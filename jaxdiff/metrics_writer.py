@@ -2,7 +2,7 @@
 
   metrics = Metrics(workdir + "/metrics.jsonl", table, is_main)   # rows already written
   writer = Writer(workdir, table, config, quality_kind, quality, num_params, is_main,
-                  grid_runs, metrics)
+                  grid_runs, metrics, outputs=programs.outputs)
   writer.evaluation(step, outs, losses, wall_time, diverged)      # rows buffered
   writer.commit(step)                                             # after the checkpoint
 """
@@ -84,26 +84,30 @@ def f_mem_column(k: float) -> str:
   return f"f_mem_k{round(float(k), 4):g}"
 
 
-def _digits(x) -> float:
+def digits(x) -> float:
   """A float32-derived value with its 7 significant digits (float32 carries about 7.2:
   more are conversion noise, 0.14f -> 0.140000000596); non-finite values pass through."""
   x = float(x)
   return float(f"{x:.7g}") if math.isfinite(x) else x
 
 
-def _fraction(x, total: int) -> float:
+def fraction(x, total: int) -> float:
   """A float32 fraction of `total` samples as the exact count / total where it is one
-  (f_mem, its bootstrap percentiles when they fall on a count), else `_digits`."""
+  (f_mem, its bootstrap percentiles when they fall on a count), else `digits`."""
   x = float(x)
   if math.isfinite(x) and total > 0:
     count = round(x * total)
     if abs(count / total - x) <= 1e-6 * max(1.0, abs(x)):
       return count / total
-  return _digits(x)
+  return digits(x)
 
 
 class Writer:
   """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
+
+  What a row holds, which fields go to TensorBoard and which files an evaluation writes
+  are declared by the outputs of jaxdiff.evaluation (`outputs`, in row order); the writer
+  adds the run's identity and wall_time.
 
   Rows of an evaluation step are buffered by `evaluation` and appended by `commit` (after
   the checkpoint of that step is on disk), so a crash never leaves rows that the next
@@ -113,8 +117,9 @@ class Writer:
   """
 
   def __init__(self, workdir, table, config, quality_kind, quality, num_params, is_main,
-               grid_runs, metrics: Metrics):
+               grid_runs, metrics: Metrics, outputs=()):
     self.metrics = metrics
+    self.outputs = tuple(outputs)  # jaxdiff.evaluation outputs, in row order
     self.workdir, self.table, self.config = workdir, table, config
     self.quality_kind, self.quality = quality_kind, quality
     self.num_params, self.is_main, self.grid_runs = num_params, is_main, grid_runs
@@ -128,62 +133,48 @@ class Writer:
       except ImportError:  # TensorBoard output is optional
         self.tb = None
 
-  def _quality(self, outs, r):
-    if self.quality_kind == "gmm":
-      return _digits(outs["kl"][r]), None, "gmm_kl", "KL(P_theta || P_0) estimate (paper eqs. 26-28)"
-    if self.quality is None:
-      return None, None, self.quality_kind, "none"
-    mean, std = self.quality.distance(np.asarray(outs["q_mu"][r], np.float64),
-                                      np.asarray(outs["q_sigma"][r], np.float64))
-    return (_digits(mean), None if std is None else _digits(std), self.quality.name,
-            self.quality.label)
+  def _identity(self, step, r) -> dict:
+    """The fields that say which run a row is (every row starts with them)."""
+    cfg = self.config
+    return dict(step=int(step), run=r.run, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
+                width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
+                model=cfg.model.name)
 
   def _diverged_row(self, step, r, info, wall_time):
-    cfg = self.config
-    q_name = {"gmm": "gmm_kl"}.get(self.quality_kind, self.quality.name if self.quality
-                                   is not None else self.quality_kind)
-    row = dict(
-        step=int(step), run=r.run, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
-        width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
-        model=cfg.model.name, loss=None, train_loss=None, train_loss_std=None,
-        test_loss=None, test_loss_std=None, k=float(cfg.eval.k), f_mem=None, f_mem_lo=None,
-        f_mem_hi=None, **{f_mem_column(k): None for k in cfg.eval.k_extra},
-        ratio_median=None, num_samples=cfg.eval.num_samples, quality=None, quality_std=None,
-        quality_name=q_name, quality_label=None, wall_time=float(wall_time),
-        diverged=dict(info))
+    row = self._identity(step, r)
+    for output in self.outputs:
+      if not output.tail:
+        row.update(output.diverged_row(self))
+    row["wall_time"] = float(wall_time)
+    for output in self.outputs:
+      if output.tail:
+        row.update(output.diverged_row(self))
+    row["diverged"] = dict(info)
+    return row
+
+  def _row(self, step, r, outs, wall_time):
+    row = self._identity(step, r)
+    for output in self.outputs:
+      if not output.tail:
+        row.update(output.row(outs, r.run, self))
+    row["wall_time"] = round(float(wall_time), 3)
+    for output in self.outputs:
+      if output.tail:
+        row.update(output.row(outs, r.run, self))
     return row
 
   def evaluation(self, step, outs, losses, wall_time, diverged=None):
-    loss_sum, loss_count = losses
-    cfg = self.config
-    extra_ks = [float(k) for k in cfg.eval.k_extra]
+    """Buffers the rows of evaluation `step` (host arrays `outs` [M, ...]; `losses` the
+    running training loss (loss_sum, loss_count) [M]); writes TensorBoard scalars and
+    each output's files (the sample grids)."""
+    outs = dict(outs, loss_sum=losses[0], loss_count=losses[1])
     diverged = diverged or {}
     rows = []
     for r in self.table.runs:
-      i = r.run
-      if i in diverged:  # frozen: its metrics (a FID of overflowing samples) are skipped
-        rows.append(self._diverged_row(step, r, diverged[i], wall_time))
-        continue
-      q, q_std, q_name, q_label = self._quality(outs, i)
-      frac = lambda v: _fraction(v, cfg.eval.num_samples)
-      row = dict(
-          step=int(step), run=i, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
-          width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
-          model=cfg.model.name,
-          loss=_digits(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else None,
-          train_loss=_digits(outs["train_loss"][i]),
-          train_loss_std=_digits(outs["train_loss_std"][i]),
-          test_loss=_digits(outs["test_loss"][i]), test_loss_std=_digits(outs["test_loss_std"][i]),
-          k=float(cfg.eval.k), f_mem=frac(outs["f_mem"][i, 0]),
-          f_mem_lo=frac(outs["f_mem_lo"][i, 0]), f_mem_hi=frac(outs["f_mem_hi"][i, 0]),
-          **{f_mem_column(k): frac(outs["f_mem"][i, j + 1]) for j, k in enumerate(extra_ks)},
-          ratio_median=_digits(outs["ratio_median"][i]), num_samples=cfg.eval.num_samples,
-          quality=q, quality_std=q_std, quality_name=q_name, quality_label=q_label,
-          wall_time=round(float(wall_time), 3))
-      if "score_error" in outs:
-        row["score_error"] = _digits(outs["score_error"][i])
-        row["kl"] = _digits(outs["kl"][i])
-      rows.append(row)
+      if r.run in diverged:  # frozen: its metrics (a FID of overflowing samples) are skipped
+        rows.append(self._diverged_row(step, r, diverged[r.run], wall_time))
+      else:
+        rows.append(self._row(step, r, outs, wall_time))
     self.pending = rows
     for row in rows:
       if row.get("diverged") is None:
@@ -192,26 +183,18 @@ class Writer:
     if not self.is_main:
       return
     if self.tb is not None:
+      names = [n for output in self.outputs for n in output.tensorboard]
       for row in rows:
         tag = f"n{row['n']}_seed{row['seed']}_idx{row['index']}_lr{row['lr']:g}"
-        for name in ("f_mem", "quality", "train_loss", "test_loss", "loss"):
+        for name in names:
           if row.get(name) is not None:
             self.tb.add_scalar(f"{name}/{tag}", row[name], step)
       self.tb.flush()
     if rows:
       _say(f"step {step}: " + summary_line(rows))
-    ids = [i for i in self.grid_runs if i not in diverged]
-    if ids and self.table.num_runs and cfg.eval.grid_samples > 0 and (
-        outs["grid_samples"].ndim == 5):
-      from jaxdiff.metrics import grids
-      runs = {r.run: r for r in self.table.runs}
-      grids.save_sample_grid(
-          os.path.join(self.workdir, "samples", f"step_{step:09d}.png"),
-          outs["grid_samples"][ids], outs["grid_neighbours"][ids], outs["grid_ratios"][ids],
-          cfg.eval.k, [f"n={runs[i].n} seed={runs[i].seed}" for i in ids],
-          f"step {step}: samples (left) and nearest training images (right)")
-      fileio.atomic_write_json(os.path.join(self.workdir, "samples", f"step_{step:09d}.json"),
-                               {"step": step, "runs": ids})
+    for output in self.outputs:
+      if output.save is not None:
+        output.save(self, step, outs, diverged)
 
   def commit(self, step):
     new = [r for r in self.pending if (r["step"], r["run"]) not in self.metrics.keys]

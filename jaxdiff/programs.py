@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from jaxdiff import checkpointing
 from jaxdiff import diffusion
 from jaxdiff import evaluate
+from jaxdiff import evaluation
 from jaxdiff import sharding
 from jaxdiff import train_state
 from jaxdiff.models import layers
@@ -154,6 +155,8 @@ class Programs:
                                 out_shardings=sharding.models_sharding(mesh))
 
     eval_model = layers.float32_twin(model)  # evaluation always in float32 (layers.py)
+    # The outputs this evaluation computes (jaxdiff.evaluation), in metrics-row order.
+    self.outputs = outputs = evaluation.outputs_for(eval_spec)
 
     def eval_local(states, inputs, pool, test, qparams, step):
       def one(args, shared):
@@ -164,14 +167,12 @@ class Programs:
                                      inp["offset"], inp["mean"], key, shared[0], shared[1],
                                      inp.get("labels"), inp.get("test_labels"))
       outs = lift(one)((states, inputs), (pool, test))
-      images = outs.pop("images")
-      if quality is not None:
-        from jaxdiff.metrics import quality as quality_lib
-        m, s = images.shape[:2]
-        feats = _batched(lambda x: quality.features(qparams, x),
-                         images.reshape((m * s,) + images.shape[2:]), quality_batch)
-        feats = feats.reshape(m, s, -1)
-        outs["q_mu"], outs["q_sigma"] = jax.vmap(quality_lib.feature_moments)(feats)
+      shared = evaluation.Shared(
+          quality=quality, qparams=qparams,
+          batched=lambda fn, x: _batched(fn, x, quality_batch))
+      for output in outputs:
+        if output.stacked is not None:
+          output.stacked(outs, shared)
       return outs
 
     self.evaluate = jax.jit(jax.shard_map(

@@ -280,7 +280,8 @@ def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int
       grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
       data_shape=tuple(data_shape), capacity=table.capacity, image_data=image_data,
       gmm_mean=gmm_mean, num_classes=int(config.model.get("num_classes", 0)),
-      guidance=float(config.eval.get("guidance", 1.0)))
+      guidance=float(config.eval.get("guidance", 1.0)),
+      extra_outputs=tuple(config.eval.get("extra_outputs", ())))
   step_spec = StepSpec(batch=table.batch, batch_size=config.train.batch_size,
                        policy=config.train.batch_policy,
                        min_index=config.diffusion.min_train_index,
@@ -452,7 +453,8 @@ class Sweep:
 
     writer = metrics_writer.Writer(workdir, table, config, self.quality_kind, self.quality,
                                    self.num_params, is_main,
-                                   _grid_runs(table, config.eval.grid_runs), metrics)
+                                   _grid_runs(table, config.eval.grid_runs), metrics,
+                                   outputs=programs.outputs)
 
     def run_evaluation(state, step, diverged):
       t0 = time.time()
