@@ -14,6 +14,9 @@ s(x, t) = -eps_hat / sqrt(Delta_t).
 
 Every function takes an `eps_fn(x, i) -> eps_hat` for one model (x: [B, ...], i: [B]
 int32) and is jit-able and vmappable over a models axis; loops are `lax.scan`.
+
+The samplers of eval.sampler are a registry (`register_sampler`, `sampler_names`,
+`sampler_for`): ddim, ddpm and em here; a new one is one `register_sampler(name, fn)`.
 """
 
 from __future__ import annotations
@@ -363,6 +366,11 @@ def register_sampler(name: str, run: Callable, *, uses_steps: bool = True,
   entry = Sampler(name, run, uses_steps, doc if doc is not None else (run.__doc__ or ""))
   _SAMPLERS[name] = entry
   return entry
+
+
+def unregister_sampler(name: str) -> None:
+  """Removes a sampler (a test's own); unknown names are ignored."""
+  _SAMPLERS.pop(name, None)
 
 
 def sampler_names() -> tuple[str, ...]:

@@ -117,7 +117,7 @@ class Writer:
   """
 
   def __init__(self, workdir, table, config, quality_kind, quality, num_params, is_main,
-               grid_runs, metrics: Metrics, outputs=()):
+               grid_runs, metrics: Metrics, *, outputs):
     self.metrics = metrics
     self.outputs = tuple(outputs)  # jaxdiff.evaluation outputs, in row order
     self.workdir, self.table, self.config = workdir, table, config
@@ -143,24 +143,15 @@ class Writer:
   def _diverged_row(self, step, r, info, wall_time):
     row = self._identity(step, r)
     for output in self.outputs:
-      if not output.tail:
-        row.update(output.diverged_row(self))
-    row["wall_time"] = float(wall_time)
-    for output in self.outputs:
-      if output.tail:
-        row.update(output.diverged_row(self))
-    row["diverged"] = dict(info)
+      row.update(output.diverged_row(self))
+    row.update(wall_time=float(wall_time), diverged=dict(info))
     return row
 
   def _row(self, step, r, outs, wall_time):
     row = self._identity(step, r)
     for output in self.outputs:
-      if not output.tail:
-        row.update(output.row(outs, r.run, self))
+      row.update(output.row(outs, r.run, self))
     row["wall_time"] = round(float(wall_time), 3)
-    for output in self.outputs:
-      if output.tail:
-        row.update(output.row(outs, r.run, self))
     return row
 
   def evaluation(self, step, outs, losses, wall_time, diverged=None):

@@ -360,8 +360,11 @@ class QualityKind:
   Attributes:
     name: the eval.quality value.
     row_name: its metrics.jsonl quality_name when no metric object names it (gmm: gmm_kl).
-    short: a label short enough for a figure axis or a table column.
+    short: a label short enough for a figure axis or a table column ("": none, the
+      report falls back on the row's quality_label).
     label: the long label of a kind that builds no QualityMetric (gmm, none).
+    reference_note: WORKDIR/reference_sets.json's description for a kind without
+      reference images.
     needs_reference: compares with held-out reference images (eval.fid_num_sets x
       eval.fid_set_size pool items are held out for it).
     whole_pool: its features are trained on the whole pool (every item is loaded).
@@ -375,6 +378,7 @@ class QualityKind:
   row_name: str
   short: str
   label: str = ""
+  reference_note: str = ""
   needs_reference: bool = False
   whole_pool: bool = False
   build: Callable | None = None
@@ -407,9 +411,15 @@ def feature_kinds() -> tuple[str, ...]:
   return tuple(k.name for k in _KINDS.values() if k.build is not None)
 
 
+def find_kind(name: str | None) -> QualityKind | None:
+  """The kind whose eval.quality value or metrics-row quality_name is `name`, or None."""
+  return next((k for k in _KINDS.values() if name in (k.name, k.row_name)), None)
+
+
 def short_label(row_name: str | None) -> str | None:
-  """The short label of a metrics row's quality_name (None when no kind writes it)."""
-  return next((k.short for k in _KINDS.values() if k.row_name == row_name), None)
+  """The short label of a metrics row's quality_name (None when no kind gives one)."""
+  kind = find_kind(row_name)
+  return (kind.short or None) if kind is not None else None
 
 
 register_kind(QualityKind("fid", "fid", "FID", needs_reference=True, build=_build_fid,
@@ -419,6 +429,10 @@ register_kind(QualityKind("classifier_fd", "classifier_fd", "classifier-feature 
                           abstract=_abstract_classifier_fd))
 register_kind(QualityKind("pixel_fd", "pixel_fd", "pixel-space FD", needs_reference=True,
                           build=_build_pixel_fd, abstract=_abstract_pixel_fd))
-register_kind(QualityKind("gmm", "gmm_kl", "KL estimate",
-                          label="KL(P_theta || P_0) estimate (paper eqs. 26-28)"))
-register_kind(QualityKind("none", "none", "quality", label="none"))
+register_kind(QualityKind(
+    "gmm", "gmm_kl", "KL estimate", label="KL(P_theta || P_0) estimate (paper eqs. 26-28)",
+    reference_note=("No reference images: the quality metric is the KL estimate against the "
+                    "exact mixture P_0.")))
+register_kind(QualityKind(
+    "none", "none", "", label="none",
+    reference_note="No reference images: no quality metric (eval.quality = none)."))
