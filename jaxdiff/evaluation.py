@@ -34,21 +34,22 @@ import os
 import zlib
 from typing import Any, Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import diffusion
 from jaxdiff import fileio
 from jaxdiff import metrics_writer
 from jaxdiff.errors import ConfigError
-from jaxdiff.metrics import memorization
+
+# jax and the metrics are imported inside the functions that run in the evaluation
+# program: the report reads the registry (`report_curves`) without loading jax.
 
 # ------------------------------------------------------------------------ one run
 
 
 def run_training_set(pool: jax.Array, offset, n, mean, capacity: int):
   """The run's centered training images [capacity, ...] and their validity weights."""
+  import jax
+  import jax.numpy as jnp
   start = (offset,) + (0,) * (pool.ndim - 1)
   images = jax.lax.dynamic_slice(pool, start, (capacity,) + pool.shape[1:]) - mean
   weights = (jnp.arange(capacity) < n).astype(jnp.float32)
@@ -86,6 +87,7 @@ class Run:
   def key(self, name: str) -> jax.Array:
     """The evaluation key of an output: the built-ins' own splits, else one folded from
     the output's name (so adding an output changes no other output's draws)."""
+    import jax
     if name in self._keys:
       return self._keys[name]
     return jax.random.fold_in(self._keys["base"], zlib.crc32(name.encode()) & 0x7FFFFFFF)
@@ -108,6 +110,7 @@ class Run:
   def raw(self) -> jax.Array:
     """The samples in data coordinates (the mean added back), clipped to [0, 1] for image
     data: what the quality metric and the grids see."""
+    import jax.numpy as jnp
     raw = self.samples + self.mean
     return jnp.clip(raw, 0.0, 1.0) if self.spec.image_data else raw
 
@@ -115,6 +118,7 @@ class Run:
   def memorization(self) -> dict:
     """memorization.memorization_metrics of the samples against the run's training set
     (paper eq. 6): f_mem statistics, ratios [S], idx1 [S], d1 [S]."""
+    from jaxdiff.metrics import memorization
     return memorization.memorization_metrics(self.samples, self.train_set, self.n,
                                              self.key("memorization"), self.spec.ks,
                                              self.spec.n_bootstrap)
@@ -207,17 +211,13 @@ def report_curves() -> tuple[str, ...]:
   return tuple(out)
 
 
-def tensorboard_names(outputs) -> tuple[str, ...]:
-  """The row fields written as TensorBoard scalars by these outputs."""
-  return tuple(n for o in outputs for n in o.tensorboard)
-
-
 # ------------------------------------------------------------------------ losses
 
 
 def _fixed_time_loss(run: Run, labels, x0, weights, key):
   """diffusion.fixed_time_loss of the model at eval.loss_t (paper Fig. 2 middle); a
   conditional model sees each item's label."""
+  from jaxdiff import diffusion
   spec = run.spec
   if labels is None:
     return diffusion.fixed_time_loss(run.with_labels(None), run.schedule, x0, weights,
@@ -228,6 +228,7 @@ def _fixed_time_loss(run: Run, labels, x0, weights, key):
 
 
 def _losses(run: Run) -> dict:
+  import jax.numpy as jnp
   out = {}
   out["train_loss"], out["train_loss_std"] = _fixed_time_loss(
       run, run.labels, run.train_set, run.weights, run.key("train_loss"))
@@ -293,6 +294,7 @@ def _quality(run: Run) -> dict:
 def _quality_stacked(outs: dict, shared) -> None:
   """The quality features of all runs' samples at once (the network is shared), and their
   moments per run; the images themselves never leave the device."""
+  import jax
   images = outs.pop("images")
   quality = shared.quality
   if quality is None:
@@ -338,6 +340,7 @@ register(Output(
 def _gmm(run: Run) -> dict:
   """The KL estimate made along the sampling trajectories (paper eqs. 26-28; `aux`) and
   the score error against the exact mixture's score (paper SM B)."""
+  import jax.numpy as jnp
   from jaxdiff.metrics import gmm
   mu = jnp.asarray(run.spec.gmm_mean, jnp.float32)
   return {"kl": run.aux["kl"],
@@ -360,6 +363,7 @@ register(Output(
 
 
 def _grids(run: Run) -> dict:
+  import jax.numpy as jnp
   g = run.spec.grid_samples
   mem = run.memorization
   return {"grid_samples": run.raw[:g],
