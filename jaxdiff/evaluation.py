@@ -190,11 +190,12 @@ def optional_names() -> tuple[str, ...]:
 
 def check_extra_outputs(extra) -> None:
   """A ConfigError naming eval.extra_outputs unless every name is an optional output."""
-  extra = tuple(extra)
-  unknown = [n for n in extra if n not in optional_names()]
-  if unknown or len(set(extra)) != len(extra):
-    raise ConfigError("eval.extra_outputs", extra,
-                      f"distinct names among the registered outputs {optional_names()}")
+  ok = isinstance(extra, (tuple, list)) and all(isinstance(n, str) for n in extra)
+  if ok:
+    ok = len(set(extra)) == len(extra) and all(n in optional_names() for n in extra)
+  if not ok:
+    raise ConfigError("eval.extra_outputs", extra, "a tuple of distinct names among the "
+                      f"registered optional outputs {optional_names()}")
 
 
 def outputs_for(spec) -> tuple[Output, ...]:

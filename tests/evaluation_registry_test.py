@@ -154,4 +154,7 @@ def test_unknown_extra_output_and_sampler_name_their_key(registered):
     evaluation.check_extra_outputs(("sample_nrom",))
   with pytest.raises(ConfigError, match="eval.sampler = 'eulr'.*euler_ode"):
     diffusion.sampler_for("eulr")
+  with pytest.raises(ConfigError, match="eval.extra_outputs = 'sample_norm'"):
+    evaluation.check_extra_outputs("sample_norm")  # a string, not a tuple of names
   evaluation.check_extra_outputs(("sample_norm",))
+  evaluation.check_extra_outputs(())
