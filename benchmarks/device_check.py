@@ -6,7 +6,7 @@
 Sections (each records its compile times apart from its run times, and stops when its
 share of the time budget is spent, saying what it skipped):
 
-  throughput  the sweep program (`train.Programs.chunk`, the trainer's own) for M runs of
+  throughput  the sweep program (`programs.Programs.chunk`, the trainer's own) for M runs of
               the paper's U-Net at W = 32, 32x32x1, batch 512 and 128, M = 1, 2, 4, 8, 9,
               models axis vmap and unroll, float32 and bfloat16 compute: model-steps/s,
               achieved FLOP/s (XLA's cost analysis of one model-step on this device) against
@@ -99,7 +99,8 @@ def _throughput_config(size: dict, batch: int, dtype: str):
 
 def _step_cost(config, image_size: int):
   """XLA's FLOPs and bytes of one model-step on this device (plan.StepCost)."""
-  from jaxdiff import diffusion, plan, train
+  from jaxdiff import diffusion, plan
+  from jaxdiff import programs as programs_lib
   from jaxdiff import runs as runs_lib
   from jaxdiff import train_state as ts
   from jaxdiff.models.unet import make_unet
@@ -108,15 +109,15 @@ def _step_cost(config, image_size: int):
   schedule = diffusion.schedule_from_config(config.diffusion)
   b = config.train.batch_size
   shape = (image_size, image_size, 1)
-  spec = train.StepSpec(batch=b, batch_size=b, policy="min", min_index=1, data_parallel=1,
-                        ema_decay=0.0)
+  spec = programs_lib.StepSpec(batch=b, batch_size=b, policy="min", min_index=1, data_parallel=1,
+                               ema_decay=0.0)
   inputs = dict(n=jnp.int32(b), offset=jnp.int32(0), mean=jnp.zeros((1,)),
                 lr=jnp.float32(0.01), key=runs_lib.run_key(0, 0))
   state = jax.eval_shape(lambda: ts.create_train_state(model, tx, inputs["key"], 0.01, b,
                                                         jnp.zeros((1,) + shape), b, False))
   pool = jax.ShapeDtypeStruct((2 * b,) + shape, jnp.float32)
-  fn = jax.jit(lambda s, p: train.train_step(s, inputs, p, model=model, tx=tx,
-                                             schedule=schedule, spec=spec))
+  fn = jax.jit(lambda s, p: programs_lib.train_step(s, inputs, p, model=model, tx=tx,
+                                                    schedule=schedule, spec=spec))
   t0 = time.perf_counter()
   compiled = fn.lower(state, pool).compile()
   compile_s = time.perf_counter() - t0
@@ -334,7 +335,7 @@ def markdown(result: dict) -> str:
               if info["accelerator"] else ""), ""]
   if result.get("pytest"):
     lines += [f"Tests marked gpu: {result['pytest']}", ""]
-  lines += ["## Training throughput (train.Programs.chunk)", "",
+  lines += ["## Training throughput (programs.Programs.chunk)", "",
             "| dtype | batch | models axis | M | compile s | ms/step | model-steps/s | "
             "TFLOP/s | % bf16 peak | % of roofline (bound by) |", "|---" * 10 + "|"]
   for r in result["throughput"]:

@@ -1,7 +1,7 @@
 """Training throughput of a sweep: M runs in one program against M separate loops.
 
 Claim (issue 4, item 9): jaxdiff trains the M runs of a sweep in one compiled program
-(`train.Programs.chunk`: a fori_loop of steps, the runs laid out by train.models_axis)
+(`programs.Programs.chunk`: a fori_loop of steps, the runs laid out by train.models_axis)
 at a higher total rate than M separate single-model loops, and it reports how far a step
 is from the machine's matmul peak.
 
@@ -38,9 +38,9 @@ from configs import base  # noqa: E402
 from jaxdiff import diffusion
 from jaxdiff import evaluate
 from jaxdiff import models_axis
+from jaxdiff import programs as programs_lib
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
-from jaxdiff import train
 from jaxdiff import train_state as ts
 from jaxdiff.models.unet import make_unet
 
@@ -65,15 +65,15 @@ def build(config, num_runs: int, image_size: int, mesh, strategy: str):
   schedule = diffusion.schedule_from_config(config.diffusion)
   batch = config.train.batch_size
   shape = (image_size, image_size, 1)
-  step_spec = train.StepSpec(batch=batch, batch_size=batch, policy="min", min_index=1,
-                             data_parallel=1, ema_decay=0.0)
+  step_spec = programs_lib.StepSpec(batch=batch, batch_size=batch, policy="min", min_index=1,
+                                    data_parallel=1, ema_decay=0.0)
   eval_spec = evaluate.EvalSpec(
       sampler="ddim", sampler_steps=10, ddim_eta=0.0, num_samples=2, sample_batch=2,
       ks=(1 / 3,), n_bootstrap=10, loss_index=40, loss_draws=1, loss_batch=batch,
       grid_samples=0, data_shape=shape, capacity=batch, image_data=True)
   example = jnp.zeros((1,) + shape, jnp.float32)
-  programs = train.Programs(mesh, strategy, model, tx, schedule, step_spec, eval_spec, None,
-                            example, batch, ema=False)
+  programs = programs_lib.Programs(mesh, strategy, model, tx, schedule, step_spec, eval_spec, None,
+                                   example, batch, ema=False)
   rng = np.random.default_rng(0)
   pool = rng.uniform(size=(2 * batch,) + shape).astype(np.float32)
   padded = models_axis.padded_num_runs(num_runs, mesh)
@@ -94,8 +94,8 @@ def step_flops(model, tx, schedule, step_spec, image_size, batch) -> float:
   state = ts.create_train_state(model, tx, inputs["key"], 0.01, batch,
                                 jnp.zeros((1,) + shape), batch, False)
   pool = jnp.zeros((2 * batch,) + shape)
-  fn = jax.jit(lambda s: train.train_step(s, inputs, pool, model=model, tx=tx,
-                                          schedule=schedule, spec=step_spec))
+  fn = jax.jit(lambda s: programs_lib.train_step(s, inputs, pool, model=model, tx=tx,
+                                                 schedule=schedule, spec=step_spec))
   cost = fn.lower(state).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))

@@ -18,7 +18,7 @@ same parameters, max |difference| printed) before it times anything.
 
 Timed variants, interleaved A B A B ... in one process (the machine is shared: ratios
 measured together hold, absolute times drift):
-  jaxdiff step   `train.train_step` of one run, jitted with the state donated (the
+  jaxdiff step   `programs.train_step` of one run, jitted with the state donated (the
                  trainer's own step: data order, gather from the pool, loss, SGD);
   jaxdiff model  the same model, loss and SGD update without the data-order machinery;
   torch          the PyTorch re-statement, same batch, torch.optim.SGD(momentum=0.95).
@@ -176,7 +176,8 @@ def main():
   import optax
 
   from configs import base
-  from jaxdiff import diffusion, interop, train
+  from jaxdiff import diffusion, interop
+  from jaxdiff import programs as programs_lib
   from jaxdiff import runs as runs_lib
   from jaxdiff import train_state as ts
   from jaxdiff.models.unet import make_unet
@@ -198,16 +199,16 @@ def main():
     model = make_unet(config.model, config.diffusion.num_steps)
     tx = ts.make_optimizer(config.optim)
     schedule = diffusion.schedule_from_config(config.diffusion)
-    spec = train.StepSpec(batch=b, batch_size=b, policy="min", min_index=1,
-                          data_parallel=1, ema_decay=0.0)
+    spec = programs_lib.StepSpec(batch=b, batch_size=b, policy="min", min_index=1,
+                                 data_parallel=1, ema_decay=0.0)
     n = pool_np.shape[0]
     inputs = dict(n=jnp.int32(n), offset=jnp.int32(0), mean=jnp.zeros((1,)),
                   lr=jnp.float32(0.01), key=runs_lib.run_key(0, 0))
     pool = jnp.asarray(pool_np)
     state = ts.create_train_state(model, tx, inputs["key"], 0.01, n,
                                   jnp.zeros((1, s, s, 1)), n, False)
-    step = jax.jit(lambda st: train.train_step(st, inputs, pool, model=model, tx=tx,
-                                               schedule=schedule, spec=spec),
+    step = jax.jit(lambda st: programs_lib.train_step(st, inputs, pool, model=model, tx=tx,
+                                                      schedule=schedule, spec=spec),
                    donate_argnums=0)
     abar = schedule.alpha_bars
 

@@ -205,6 +205,9 @@ def get_config():
   # Runs shown in the sample / nearest-neighbour grids, and samples per grid.
   evaluate.grid_runs = 4
   evaluate.grid_samples = 16
+  # Optional per-evaluation outputs to compute besides the built-in ones (names registered
+  # in jaxdiff.evaluation; each adds its metrics.jsonl fields). Empty: none.
+  evaluate.extra_outputs = ()
 
   # ---------------------------------------------------------------- report
   config.report = report = ml_collections.ConfigDict()

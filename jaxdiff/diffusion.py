@@ -14,6 +14,9 @@ s(x, t) = -eps_hat / sqrt(Delta_t).
 
 Every function takes an `eps_fn(x, i) -> eps_hat` for one model (x: [B, ...], i: [B]
 int32) and is jit-able and vmappable over a models axis; loops are `lax.scan`.
+
+The samplers of eval.sampler are a registry (`register_sampler`, `sampler_names`,
+`sampler_for`): ddim, ddpm and em here; a new one is one `register_sampler(name, fn)`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxdiff.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -336,18 +341,82 @@ def guided_eps_fn(eps_cond: EpsFn, eps_null: EpsFn, scale: float) -> EpsFn:
   return eps_fn
 
 
-SAMPLERS = ("ddim", "ddpm", "em")
+# ------------------------------------------------------------------ the sampler registry
+
+
+class Sampler(NamedTuple):
+  """A sampler of the evaluation, written for ONE model.
+
+  run(eps_fn, schedule, x_T, key, num_steps, eta) -> x_0: from x_T ~ N(0, I) to a sample
+  (its equation is in `doc`, the docstring of the function it calls). uses_steps: whether
+  eval.sampler_steps is its number of steps (DDPM always takes all T).
+  """
+  name: str
+  run: Callable
+  uses_steps: bool
+  doc: str
+
+
+_SAMPLERS: dict[str, Sampler] = {}
+
+
+def register_sampler(name: str, run: Callable, *, uses_steps: bool = True,
+                     doc: str | None = None) -> Sampler:
+  """Adds (or replaces) the sampler `name` of eval.sampler; `doc` defaults to run's docstring."""
+  entry = Sampler(name, run, uses_steps, doc if doc is not None else (run.__doc__ or ""))
+  _SAMPLERS[name] = entry
+  return entry
+
+
+def unregister_sampler(name: str) -> None:
+  """Removes a sampler (a test's own); unknown names are ignored."""
+  _SAMPLERS.pop(name, None)
+
+
+def sampler_names() -> tuple[str, ...]:
+  """The values eval.sampler may take, in registration order."""
+  return tuple(_SAMPLERS)
+
+
+def sampler_for(name: str) -> Sampler:
+  """The registered sampler `name`; a ConfigError naming eval.sampler when there is none."""
+  if name not in _SAMPLERS:
+    raise ConfigError("eval.sampler", name, f"one of {sampler_names()}")
+  return _SAMPLERS[name]
+
+
+def _ddim(eps_fn, schedule, x_T, key, num_steps, eta):
+  return ddim_sample(eps_fn, schedule, x_T, num_steps, eta, key)
+
+
+def _ddpm(eps_fn, schedule, x_T, key, num_steps, eta):
+  del num_steps, eta  # ancestral sampling visits every index
+  return ddpm_sample(eps_fn, schedule, x_T, key)
+
+
+def _em(eps_fn, schedule, x_T, key, num_steps, eta):
+  del eta
+  return em_sample(eps_fn, schedule, x_T, key, num_steps)
+
+
+register_sampler("ddim", _ddim, doc=ddim_sample.__doc__)
+register_sampler("ddpm", _ddpm, uses_steps=False, doc=ddpm_sample.__doc__)
+register_sampler("em", _em, doc=em_sample.__doc__)
+
+
+def __getattr__(name):
+  # `diffusion.SAMPLERS`, the names as a tuple, read when asked, so that a sampler
+  # registered later is accepted by code that still checks the tuple.
+  if name == "SAMPLERS":
+    return sampler_names()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sample(kind: str, eps_fn: EpsFn, schedule: Schedule, key: jax.Array, shape: tuple,
            num_steps: int, eta: float = 0.0) -> jax.Array:
-  """Draws x_T ~ N(0, I) of `shape` and runs the named sampler (ddim | ddpm | em)."""
+  """Draws x_T ~ N(0, I) of `shape` and runs the registered sampler `kind` (ddim | ddpm |
+  em | one added by `register_sampler`)."""
+  run = sampler_for(kind).run
   k_init, k_run = jax.random.split(key)
   x_T = jax.random.normal(k_init, shape, jnp.float32)
-  if kind == "ddim":
-    return ddim_sample(eps_fn, schedule, x_T, num_steps, eta, k_run)
-  if kind == "ddpm":
-    return ddpm_sample(eps_fn, schedule, x_T, k_run)
-  if kind == "em":
-    return em_sample(eps_fn, schedule, x_T, k_run, num_steps)
-  raise ValueError(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")
+  return run(eps_fn, schedule, x_T, k_run, num_steps, eta)

@@ -1,10 +1,12 @@
 """The evaluation of ONE run at one training time, on device.
 
-For a run it generates `eval.num_samples` samples with the configured sampler, measures
-memorization against the run's own training set (paper eq. 6), computes the fixed-time
-train and test losses (paper Fig. 2 middle), and returns the images the quality metric
-needs plus a few samples with their nearest training images for the grids. The trainer
-lifts `evaluate_run` over the models axis and computes the quality features of all runs
+For a run it generates `eval.num_samples` samples with the configured sampler (a name of
+`diffusion.sampler_names()`), then computes every output of the registry in
+jaxdiff.evaluation from them: memorization against the run's own training set (paper
+eq. 6), the fixed-time train and test losses (paper Fig. 2 middle), the images the quality
+metric needs, a few samples with their nearest training images for the grids, the GMM's
+KL and score error, and the extras named in eval.extra_outputs. The trainer lifts
+`evaluate_run` over the models axis and computes the quality features of all runs
 together (the quality network's parameters are shared, so the models axis folds into its
 batch).
 
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff import diffusion
-from jaxdiff.metrics import memorization
+from jaxdiff import evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class EvalSpec:
   gmm_mean: Any = None           # tuple for gmm data: the component mean (enables KL / score error)
   num_classes: int = 0           # > 0: a class-conditional model (labels 0..C-1, C = null)
   guidance: float = 1.0          # classifier-free guidance scale s (1 = conditional)
+  extra_outputs: tuple[str, ...] = ()  # optional outputs of jaxdiff.evaluation to compute
 
 
 def generate(eps_fn, schedule, key: jax.Array, spec: EvalSpec, *,
@@ -89,18 +92,11 @@ def _model_eps_fns(model, params, spec: EvalSpec):
   return with_labels, guided
 
 
-def run_training_set(pool: jax.Array, offset, n, mean, capacity: int):
-  """The run's centered training images [capacity, ...] and their validity weights."""
-  start = (offset,) + (0,) * (pool.ndim - 1)
-  images = jax.lax.dynamic_slice(pool, start, (capacity,) + pool.shape[1:]) - mean
-  weights = (jnp.arange(capacity) < n).astype(jnp.float32)
-  return images, weights
-
-
 def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
                  pool: jax.Array, test: jax.Array, labels=None,
                  test_labels=None) -> dict[str, jax.Array]:
-  """All per-run metrics of one run (see the module docstring).
+  """All per-run outputs of one run: the samples, then every output of the registry
+  (`evaluation.outputs_for(spec)`) computed from them.
 
   Args:
     params: the run's (EMA or raw) parameters.
@@ -112,15 +108,16 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
       block (padded) and [num_test] labels of the test data.
 
   Returns:
-    f_mem statistics, median ratio, losses, `images` [S, ...] (raw scale, clipped for image
-    data) for the quality metric, and grid arrays (samples, neighbours, ratios).
+    The outputs' arrays: f_mem statistics, median ratio, losses, `images` [S, ...] (raw
+    scale, clipped for image data) for the quality metric, grid arrays (samples,
+    neighbours, ratios), the GMM's kl and score_error, and any registered extra.
   """
   with_labels, guided = _model_eps_fns(model, params, spec)
   conditional = spec.num_classes > 0
   if conditional and (labels is None or test_labels is None):
     raise ValueError("a conditional model's evaluation needs labels and test_labels")
   k_sample, k_boot, k_train, k_test, k_gmm = jax.random.split(key, 5)
-  kl = None
+  aux = {}
   gen_labels = sample_labels(spec.num_samples, spec.num_classes) if conditional else None
   if spec.gmm_mean is not None:
     # The KL estimate's entropy term integrates along the sampling trajectories (paper
@@ -131,49 +128,21 @@ def evaluate_run(model, schedule, spec: EvalSpec, params, n, offset, mean, key,
     mu = jnp.asarray(spec.gmm_mean, jnp.float32)
     est = gmm.gmm_kl(guided(gen_labels), schedule, k_sample, spec.num_samples, mu,
                      spec.sampler_steps, offset=mean, labels=gen_labels)
-    samples, kl = est.samples, est.kl
+    samples, aux["kl"] = est.samples, est.kl
   elif conditional:
     def batch_fn(b):
       return guided(sample_labels(spec.sample_batch, spec.num_classes, b * spec.sample_batch))
     samples = generate(batch_fn, schedule, k_sample, spec, per_batch=True)
   else:
     samples = generate(with_labels(None), schedule, k_sample, spec)
-  train_set, weights = run_training_set(pool, offset, n, mean, spec.capacity)
 
-  mem = memorization.memorization_metrics(samples, train_set, n, k_boot, spec.ks,
-                                         spec.n_bootstrap)
-  ratios, idx1 = mem.pop("ratios"), mem.pop("idx1")
-  mem.pop("d1")
-  out = dict(mem)
-
-  out["train_loss"], out["train_loss_std"] = _fixed_time_loss(
-      with_labels, labels, schedule, train_set, weights, spec, k_train)
-  test_c = test - mean
-  out["test_loss"], out["test_loss_std"] = _fixed_time_loss(
-      with_labels, test_labels, schedule, test_c, jnp.ones((test.shape[0],), jnp.float32),
-      spec, k_test)
-
-  raw = samples + mean
-  if spec.image_data:
-    raw = jnp.clip(raw, 0.0, 1.0)
-  out["images"] = raw
-  g = spec.grid_samples
-  out["grid_samples"] = raw[:g]
-  out["grid_neighbours"] = train_set[jnp.maximum(idx1[:g], 0)] + mean
-  out["grid_ratios"] = ratios[:g]
-
-  if kl is not None:
-    out["kl"] = kl
-    out["score_error"] = gmm.score_error(guided(gen_labels), schedule, mu, k_gmm,
-                                         spec.num_samples, offset=mean, labels=gen_labels)
+  run = evaluation.Run(
+      spec=spec, schedule=schedule, params=params, n=n, offset=offset, mean=mean, pool=pool,
+      test=test, labels=labels, test_labels=test_labels, with_labels=with_labels,
+      guided=guided, gen_labels=gen_labels, samples=samples, aux=aux,
+      keys={"base": key, "sample": k_sample, "memorization": k_boot, "train_loss": k_train,
+            "test_loss": k_test, "gmm": k_gmm})
+  out = {}
+  for output in evaluation.outputs_for(spec):
+    out.update(output.compute(run))
   return out
-
-
-def _fixed_time_loss(with_labels, labels, schedule, x0, weights, spec: EvalSpec, key):
-  """diffusion.fixed_time_loss of the model; a conditional one sees each item's label."""
-  if labels is None:
-    return diffusion.fixed_time_loss(with_labels(None), schedule, x0, weights, spec.loss_index,
-                                     key, spec.loss_draws, spec.loss_batch)
-  return diffusion.fixed_time_loss(lambda x, t, y: with_labels(y)(x, t), schedule, x0,
-                                   weights, spec.loss_index, key, spec.loss_draws,
-                                   spec.loss_batch, labels=labels)

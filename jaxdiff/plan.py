@@ -6,7 +6,7 @@
 
 Takes the same flags as `python -m jaxdiff.main` (--workdir is accepted and ignored, so a
 launch command can be checked by replacing `jaxdiff.main` with `jaxdiff.plan`). It builds
-the sweep's real programs (`train.Programs`: the chunk of optimizer steps and the
+the sweep's real programs (`programs.Programs`: the chunk of optimizer steps and the
 evaluation) through `jaxdiff.setup`, as the trainer builds them, from shapes alone (a
 stand-in dataset, no Inception weights, nothing trained), compiles them for the devices
 of this machine (of all processes on a pod) and prints:
@@ -59,8 +59,8 @@ import numpy as np
 from jaxdiff import cli
 from jaxdiff import distributed
 from jaxdiff import setup
+from jaxdiff import programs as programs_lib
 from jaxdiff import sharding
-from jaxdiff import train
 from jaxdiff import train_state
 from jaxdiff.errors import ConfigError, JaxdiffError
 
@@ -533,7 +533,7 @@ class StepCost:
   """XLA's cost and memory analysis of ONE optimizer step of ONE run (a model-step).
 
   flops and bytes_accessed come from `compiled.cost_analysis()` of the jitted
-  `train.train_step` at the sweep's batch (the whole batch on one device); bytes are
+  `programs.train_step` at the sweep's batch (the whole batch on one device); bytes are
   counted after XLA's fusion on the backend that compiled it (`platform`), so a GPU's
   figure differs from a CPU's (on CPU, the U-Net's bytes per FLOP are a little higher).
   """
@@ -573,8 +573,8 @@ def one_run_step(sweep: AbstractSweep, model=None):
       lambda inp: train_state.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
                                         example, capacity, ema), inputs)
   pool = jax.ShapeDtypeStruct(sweep.pool.shape, jnp.float32)
-  fn = jax.jit(lambda st, inp, p: train.train_step(st, inp, p, model=model, tx=tx,
-                                                   schedule=sweep.schedule, spec=step_spec))
+  fn = jax.jit(lambda st, inp, p: programs_lib.train_step(st, inp, p, model=model, tx=tx,
+                                                          schedule=sweep.schedule, spec=step_spec))
   return fn.lower(state, inputs, pool)
 
 

@@ -30,7 +30,6 @@ registry entry (jaxdiff.data.source_for); nothing here knows datasets by name.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import types
 from typing import Any, Callable
@@ -44,14 +43,13 @@ from jaxdiff import diffusion
 from jaxdiff import evaluate
 from jaxdiff import models
 from jaxdiff import models_axis
+from jaxdiff import programs as programs_lib
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
 from jaxdiff import train_state
 from jaxdiff import validation
+from jaxdiff.metrics import quality as quality_lib
 
-# `train` still holds StepSpec and Programs, and train imports this module: train is
-# imported where it is used (make_specs, build), so either module may be imported first.
-# The cycle ends when StepSpec and Programs move to their own module.
 
 
 # ------------------------------------------------------------------- dataset facts
@@ -96,8 +94,7 @@ def reference_size(config) -> int:
   reference images (not for the GMM's exact KL or quality = none): a function of the
   config's data and eval keys only, never of the n-grid.
   """
-  kind = config.eval.quality
-  if kind == "none" or kind == "gmm" or (kind == "auto" and data_source(config).default_quality == "gmm"):
+  if not quality_lib.kind_for(quality_kind(config)).needs_reference:
     return 0
   return int(config.eval.fid_num_sets) * int(config.eval.fid_set_size)
 
@@ -105,9 +102,7 @@ def reference_size(config) -> int:
 def max_pool(config, table) -> int | None:
   """Pool items to load: the training blocks, or all (the classifier of classifier_fd
   learns the whole pool outside the reference block, the same for every n-grid)."""
-  kind = config.eval.quality
-  if kind == "classifier_fd" or (kind == "auto" and not config.eval.inception_weights
-                                 and data_source(config).whole_pool_quality):
+  if quality_lib.kind_for(quality_kind(config)).whole_pool:
     return None
   return table.pool_size
 
@@ -160,9 +155,7 @@ def reference_sets(dataset, table, eval_cfg) -> tuple[list[np.ndarray], dict]:
 def no_reference_record(kind: str) -> dict:
   """reference_sets.json of a quality metric without reference images."""
   return {"source": "none", "sets": [],
-          "description": ("No reference images: the quality metric is the KL estimate "
-                          "against the exact mixture P_0." if kind == "gmm"
-                          else "No reference images: no quality metric (eval.quality = none).")}
+          "description": quality_lib.kind_for(kind).reference_note}
 
 
 def real_quality(config, dataset, table, kind: str, *, cache_dir: str,
@@ -174,10 +167,9 @@ def real_quality(config, dataset, table, kind: str, *, cache_dir: str,
   as the sets are chosen, before the metric's networks and statistics are computed.
   """
   report = reference_record or (lambda record: None)
-  if kind not in ("fid", "classifier_fd", "pixel_fd"):
+  if quality_lib.kind_for(kind).build is None:
     report(no_reference_record(kind))
     return None
-  from jaxdiff.metrics import quality as quality_lib
   sets, record = reference_sets(dataset, table, config.eval)
   report(record)
   return quality_lib.make_quality_metric(
@@ -192,21 +184,9 @@ def abstract_quality(kind: str, data_shape):
   Returns (metric, params): a namespace with `features` and a tree of ShapeDtypeStructs
   (None for pixel_fd), or (None, None) for gmm and none.
   """
-  if kind not in ("fid", "classifier_fd", "pixel_fd"):
+  features, params = quality_lib.kind_for(kind).abstract(data_shape)
+  if features is None:
     return None, None
-  from jaxdiff.metrics import quality as quality_lib
-  if kind == "pixel_fd":
-    return types.SimpleNamespace(features=quality_lib.pixel_features), None
-  if kind == "fid":
-    from jaxdiff.metrics import inception
-    params = jax.eval_shape(lambda: inception.InceptionV3FID().init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))["params"]
-    return types.SimpleNamespace(features=inception.inception_features), params
-  cfg = quality_lib.ClassifierConfig()
-  model = quality_lib.SmallClassifier(10, cfg.width, cfg.feature_dim)
-  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1,) + tuple(data_shape))))["params"]
-  features = functools.partial(quality_lib.classifier_features, model)
   return types.SimpleNamespace(features=features), params
 
 
@@ -262,9 +242,8 @@ def run_labels(rows, dataset, config, capacity: int) -> dict:
 # ------------------------------------------------------------------------ specs
 
 def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int, ...], *,
-               image_data: bool, gmm_mean) -> tuple[Any, evaluate.EvalSpec]:
-  """The static settings of the train step (train.StepSpec) and of the evaluation."""
-  from jaxdiff import train  # pylint: disable=g-import-not-at-top  (StepSpec; see above)
+               image_data: bool, gmm_mean) -> tuple[programs_lib.StepSpec, evaluate.EvalSpec]:
+  """The static settings of the train step (programs.StepSpec) and of the evaluation."""
   ks = (float(config.eval.k),) + tuple(float(k) for k in config.eval.k_extra)
   eval_spec = evaluate.EvalSpec(
       sampler=config.eval.sampler, sampler_steps=config.eval.sampler_steps,
@@ -276,8 +255,9 @@ def make_specs(config, table: runs_lib.RunTable, schedule, data_shape: tuple[int
       grid_samples=min(config.eval.grid_samples, config.eval.num_samples),
       data_shape=tuple(data_shape), capacity=table.capacity, image_data=image_data,
       gmm_mean=gmm_mean, num_classes=int(config.model.get("num_classes", 0)),
-      guidance=float(config.eval.get("guidance", 1.0)))
-  step_spec = train.StepSpec(batch=table.batch, batch_size=config.train.batch_size,
+      guidance=float(config.eval.get("guidance", 1.0)),
+      extra_outputs=tuple(config.eval.get("extra_outputs", ())))
+  step_spec = programs_lib.StepSpec(batch=table.batch, batch_size=config.train.batch_size,
                              policy=config.train.batch_policy,
                              min_index=config.diffusion.min_train_index,
                              data_parallel=config.train.data_parallel,
@@ -406,10 +386,10 @@ def build(config, devices=None, *, stand_in: bool = False, checked: bool = False
       config, table, schedule, data_shape, image_data=dataset.kind == "image",
       gmm_mean=(tuple(float(v) for v in dataset.metadata["mean"])
                 if kind == "gmm" else None))
-  from jaxdiff import train  # pylint: disable=g-import-not-at-top  (Programs; see above)
-  programs = train.Programs(mesh, layout.strategy, model, tx, schedule, step_spec, eval_spec,
-                            quality, example, table.capacity, ema=config.optim.ema_decay > 0,
-                            group=layout.group)
+  programs = programs_lib.Programs(mesh, layout.strategy, model, tx, schedule, step_spec,
+                                   eval_spec, quality, example, table.capacity,
+                                   ema=config.optim.ema_decay > 0,
+                                   group=layout.group)
   host_inputs = run_inputs(table, dataset, config, num_padded)
   return BuiltSweep(
       config=config, table=table, mesh=mesh, layout=layout, num_padded=num_padded,

@@ -8,7 +8,7 @@ train state [M, ...] created in its sharding -> chunks of optimizer steps (one
 all runs -> metrics.jsonl rows, checkpoint, TensorBoard, sample grids -> report ->
 finished.json (a rerun of a finished workdir reads it and stops before loading anything).
 
-Per-run functions (train_step, evaluate.evaluate_run) are written for ONE run; they are
+Per-run functions (programs.train_step, evaluate.evaluate_run) are written for ONE run; they are
 lifted over the local slice of the models axis (`models_axis.lift`: unroll or vmap) inside a
 `jax.shard_map` over the ('models', 'data') mesh, so runs never communicate and the same
 config gives the same numbers on 1 or 8 devices. n, the data offset, the centering mean and
@@ -18,42 +18,30 @@ compiled program.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import PartitionSpec as P
 
 from jaxdiff import checkpointing
 from jaxdiff import data
-from jaxdiff import diffusion
 from jaxdiff import distributed
 from jaxdiff import eval_times
-from jaxdiff import evaluate
 from jaxdiff import fileio
-from jaxdiff import models_axis
+from jaxdiff import metrics_writer
 from jaxdiff import runs as runs_lib
 from jaxdiff import setup
 from jaxdiff import sharding
-from jaxdiff import train_state as ts
 from jaxdiff import workdir as workdir_lib
 from jaxdiff.errors import JaxdiffError
-from jaxdiff.models import layers
-
-MODELS, DATA = sharding.MODELS, sharding.DATA
-
 
 def _say(message: str) -> None:
   """A progress line that does not break the progress bar."""
@@ -105,157 +93,6 @@ def _keep_runs(mask, frozen, state):
   """`frozen`'s value for the runs where mask is True, `state`'s for the others."""
   return jax.tree.map(
       lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), frozen, state)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-  """Static settings of the train step."""
-  batch: int            # static batch of the program
-  batch_size: int       # configured B
-  policy: str
-  min_index: int
-  data_parallel: int
-  ema_decay: float
-  num_classes: int = 0       # > 0: a class-conditional model, label num_classes = null
-  label_dropout: float = 0.0  # probability of training on the null label instead
-
-
-def train_step(state: ts.TrainState, inputs: dict, pool: jax.Array, *, model, tx, schedule,
-               spec: StepSpec) -> ts.TrainState:
-  """One optimizer step of ONE run (the eps-prediction loss on its own mini-batch).
-
-  With a 'data' mesh axis larger than one, each device of the axis takes its slice of the
-  batch (the draws are made for the whole batch first, so they do not depend on the
-  layout) and the loss sums and gradients are summed over the axis.
-
-  A class-conditional model (spec.num_classes > 0) sees each item's label from
-  inputs["labels"], replaced by the null class with probability spec.label_dropout
-  (classifier-free guidance training); its key is folded in separately, so the other
-  draws are those of an unconditional run.
-  """
-  key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
-  k_batch, k_noise, k_drop = jax.random.split(key, 3)
-  idx, weights, order = ts.next_batch(state.order, inputs["n"], k_batch, spec.batch,
-                                      spec.policy, spec.batch_size)
-  x0 = pool[inputs["offset"] + idx] - inputs["mean"]
-  t_idx, noise = diffusion.sample_train_noise(k_noise, x0, schedule, spec.min_index)
-  y = ()
-  if spec.num_classes > 0:
-    dropped = jax.random.bernoulli(jax.random.fold_in(key, 7), spec.label_dropout, idx.shape)
-    y = (jnp.where(dropped, spec.num_classes, inputs["labels"][idx]).astype(jnp.int32),)
-  if spec.data_parallel > 1:
-    shard = jax.lax.axis_index(DATA)
-    size = spec.batch // spec.data_parallel
-    take = lambda a: jax.lax.dynamic_slice_in_dim(a, shard * size, size)
-    x0, weights, t_idx, noise = take(x0), take(weights), take(t_idx), take(noise)
-    y = tuple(take(a) for a in y)
-    k_drop = jax.random.fold_in(k_drop, shard)
-
-  def loss_sum(params):
-    eps_fn = lambda x, t: model.apply({"params": params}, x, t, *y, train=True,
-                                      rngs={"dropout": k_drop})
-    total, _ = diffusion.eps_loss(eps_fn, schedule, x0, weights, t_idx, noise)
-    return total
-
-  total, grads = jax.value_and_grad(loss_sum)(state.params)
-  count = jnp.sum(weights)
-  if spec.data_parallel > 1:
-    total, count, grads = jax.lax.psum((total, count, grads), DATA)
-  grads = jax.tree.map(lambda g: g / count, grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = state.ema_params
-  if ema is not None:
-    d = spec.ema_decay
-    ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                       ema_params=ema, order=order, loss_sum=state.loss_sum + total / count,
-                       loss_count=state.loss_count + 1.0)
-
-
-def _batched(fn, x: jax.Array, batch: int) -> jax.Array:
-  """fn over the leading axis of x in chunks of `batch` (zero-padded), via lax.map."""
-  n = x.shape[0]
-  b = min(batch, n)
-  pad = (-n) % b
-  if pad:
-    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-  out = jax.lax.map(fn, x.reshape((-1, b) + x.shape[1:]))
-  return out.reshape((-1,) + out.shape[2:])[:n]
-
-
-class Programs:
-  """The compiled pieces of a sweep: init, a chunk of steps, the evaluation."""
-
-  def __init__(self, mesh, strategy, model, tx, schedule, step_spec: StepSpec,
-               eval_spec: evaluate.EvalSpec, quality, example, capacity, ema: bool,
-               quality_batch: int = 250, group: int = 0):
-    self.mesh = mesh
-    spec_m, spec_r = P(MODELS), P()
-    lift = functools.partial(models_axis.lift, strategy=strategy, group=group)
-
-    def init_local(inputs):
-      one = lambda inp, _: ts.create_train_state(model, tx, inp["key"], inp["lr"], inp["n"],
-                                                 example, capacity, ema)
-      return lift(one)(inputs, None)
-
-    self._init_local = init_local
-    self.init = jax.jit(jax.shard_map(init_local, mesh=mesh, in_specs=(spec_m,),
-                                      out_specs=spec_m, check_vma=False))
-
-    def chunk_local(states, inputs, pool, num_steps):
-      step = lambda args, pool_: train_step(args[0], args[1], pool_, model=model, tx=tx,
-                                            schedule=schedule, spec=step_spec)
-      lifted = models_axis.lift(step, strategy)
-      run_steps = lambda st, inp: jax.lax.fori_loop(
-          0, num_steps, lambda i, s: lifted((s, inp), pool), st)
-      if not group:
-        return run_steps(states, inputs)
-      # A group does all the chunk's steps before the next group starts: the same results
-      # (runs are independent), the memory of `group` runs, one slicing per chunk.
-      return models_axis.map_groups(lambda args: run_steps(*args), (states, inputs), group)
-
-    self.chunk = jax.jit(
-        jax.shard_map(chunk_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r),
-                      out_specs=spec_m, check_vma=False),
-        donate_argnums=0)
-
-    def reset_local(states):
-      return states.replace(loss_sum=jnp.zeros_like(states.loss_sum),
-                            loss_count=jnp.zeros_like(states.loss_count))
-
-    self.reset_losses = jax.jit(reset_local, donate_argnums=0,
-                                out_shardings=sharding.models_sharding(mesh))
-
-    eval_model = layers.float32_twin(model)  # evaluation always in float32 (layers.py)
-
-    def eval_local(states, inputs, pool, test, qparams, step):
-      def one(args, shared):
-        state, inp = args
-        params = state.ema_params if state.ema_params is not None else state.params
-        key = jax.random.fold_in(jax.random.fold_in(state.key, 2), step)
-        return evaluate.evaluate_run(eval_model, schedule, eval_spec, params, inp["n"],
-                                     inp["offset"], inp["mean"], key, shared[0], shared[1],
-                                     inp.get("labels"), inp.get("test_labels"))
-      outs = lift(one)((states, inputs), (pool, test))
-      images = outs.pop("images")
-      if quality is not None:
-        from jaxdiff.metrics import quality as quality_lib
-        m, s = images.shape[:2]
-        feats = _batched(lambda x: quality.features(qparams, x),
-                         images.reshape((m * s,) + images.shape[2:]), quality_batch)
-        feats = feats.reshape(m, s, -1)
-        outs["q_mu"], outs["q_sigma"] = jax.vmap(quality_lib.feature_moments)(feats)
-      return outs
-
-    self.evaluate = jax.jit(jax.shard_map(
-        eval_local, mesh=mesh, in_specs=(spec_m, spec_m, spec_r, spec_r, spec_r, spec_r),
-        out_specs=spec_m, check_vma=False))
-
-  def abstract_state(self, inputs) -> Any:
-    """Shapes and shardings of the stacked state (for restoring a checkpoint)."""
-    shapes = jax.eval_shape(self.init, inputs)
-    return checkpointing.abstract_with_sharding(shapes, sharding.models_sharding(self.mesh))
 
 
 class _StopFlag:
@@ -391,7 +228,7 @@ class Sweep:
     if is_main:  # this sweep may change what a previous finish recorded
       _clear_finished(workdir)
     ckpt = checkpointing.Checkpointer(workdir, config.train.max_checkpoints, is_main=is_main)
-    metrics = _Metrics(os.path.join(workdir, "metrics.jsonl"), table, is_main)
+    metrics = metrics_writer.Metrics(os.path.join(workdir, "metrics.jsonl"), table, is_main)
     abstract = programs.abstract_state(inputs)
     wall_time = 0.0
     diverged: dict[int, dict] = {}
@@ -411,9 +248,10 @@ class Sweep:
     if is_main:
       self.write_run_table(diverged)
 
-    writer = _Writer(workdir, table, config, self.quality_kind, self.quality,
-                     self.num_params, is_main, _grid_runs(table, config.eval.grid_runs),
-                     metrics)
+    writer = metrics_writer.Writer(workdir, table, config, self.quality_kind, self.quality,
+                                   self.num_params, is_main,
+                                   _grid_runs(table, config.eval.grid_runs), metrics,
+                                   outputs=programs.outputs)
 
     def run_evaluation(state, step, diverged):
       t0 = time.time()
@@ -643,210 +481,3 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
       raise TrainingDiverged(marker["diverged"], report=path)
     return path
   return Sweep(config, workdir, devices).run(stop_at_step)
-
-
-def summary_line(rows: list[dict]) -> str:
-  """One line per evaluation: f_mem and quality per n, averaged over its runs."""
-  by_n: dict[int, list[dict]] = {}
-  for row in rows:
-    by_n.setdefault(row["n"], []).append(row)
-  parts = []
-  for n, group in sorted(by_n.items()):
-    f = np.mean([r["f_mem"] for r in group])
-    q = [r["quality"] for r in group if r["quality"] is not None]
-    parts.append(f"n={n} f_mem={f:.3f}" + (f" q={np.mean(q):.3g}" if q else ""))
-  return " | ".join(parts)
-
-
-class _Metrics:
-  """Which (step, run) rows metrics.jsonl holds, whole; damaged lines moved aside.
-
-  Read on process 0 when a sweep starts. A line that does not parse (cut by a crash or a
-  full disk, or damaged), lacks its step/run, or repeats a (step, run) already present, is
-  moved to metrics.damaged.jsonl beside it (named in the output). An evaluation step is
-  complete when every run of the table has its row.
-  """
-
-  ASIDE = "metrics.damaged.jsonl"
-
-  def __init__(self, path: str, table, is_main: bool):
-    self.path, self.table = path, table
-    self.keys: set[tuple[int, int]] = set()
-    if is_main:
-      self._load()
-
-  def _load(self) -> None:
-    valid = lambda r: (isinstance(r, dict) and isinstance(r.get("step"), int)
-                       and isinstance(r.get("run"), int))
-    rows, damaged = fileio.scan_jsonl(self.path, valid)
-    aside = [n for n, _ in damaged]
-    for n, row in rows:
-      key = (row["step"], row["run"])
-      if key in self.keys:
-        aside.append(n)  # a second copy (written by an older jaxdiff)
-      else:
-        self.keys.add(key)
-    if aside:
-      to = os.path.join(os.path.dirname(self.path), self.ASIDE)
-      fileio.set_aside_lines(self.path, aside, to)
-      _say(f"{self.path}: moved {len(aside)} damaged or repeated line(s) "
-           f"(line {', '.join(map(str, sorted(aside)))}) to {to}; their rows are recomputed "
-           "where a checkpoint of their step is kept")
-
-  def complete(self, step: int) -> bool:
-    return all((step, r.run) in self.keys for r in self.table.runs)
-
-  def missing(self, step: int) -> list[int]:
-    return [r.run for r in self.table.runs if (step, r.run) not in self.keys]
-
-
-def f_mem_column(k: float) -> str:
-  """The metrics.jsonl column of f_mem at an extra threshold k: "f_mem_k0.25"."""
-  return f"f_mem_k{round(float(k), 4):g}"
-
-
-def _digits(x) -> float:
-  """A float32-derived value with its 7 significant digits (float32 carries about 7.2:
-  more are conversion noise, 0.14f -> 0.140000000596); non-finite values pass through."""
-  x = float(x)
-  return float(f"{x:.7g}") if math.isfinite(x) else x
-
-
-def _fraction(x, total: int) -> float:
-  """A float32 fraction of `total` samples as the exact count / total where it is one
-  (f_mem, its bootstrap percentiles when they fall on a count), else `_digits`."""
-  x = float(x)
-  if math.isfinite(x) and total > 0:
-    count = round(x * total)
-    if abs(count / total - x) <= 1e-6 * max(1.0, abs(x)):
-      return count / total
-  return _digits(x)
-
-
-class _Writer:
-  """Turns evaluation outputs into metrics rows, TensorBoard scalars and sample grids.
-
-  Rows of an evaluation step are buffered by `evaluation` and appended by `commit` (after
-  the checkpoint of that step is on disk), so a crash never leaves rows that the next
-  resume would write again; `commit` appends only the (step, run) rows not yet present, so
-  no row is written twice whatever checkpoint a sweep resumes from. A diverged run's row
-  has `diverged` = {step, frozen_at, reason} and no metric values.
-  """
-
-  def __init__(self, workdir, table, config, quality_kind, quality, num_params, is_main,
-               grid_runs, metrics: _Metrics):
-    self.metrics = metrics
-    self.workdir, self.table, self.config = workdir, table, config
-    self.quality_kind, self.quality = quality_kind, quality
-    self.num_params, self.is_main, self.grid_runs = num_params, is_main, grid_runs
-    self.pending: list[dict] = []
-    self.latest: dict[int, dict] = {}
-    self.tb = None
-    if is_main:
-      try:
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # TensorBoard output is optional
-        self.tb = None
-
-  def _quality(self, outs, r):
-    if self.quality_kind == "gmm":
-      return _digits(outs["kl"][r]), None, "gmm_kl", "KL(P_theta || P_0) estimate (paper eqs. 26-28)"
-    if self.quality is None:
-      return None, None, self.quality_kind, "none"
-    mean, std = self.quality.distance(np.asarray(outs["q_mu"][r], np.float64),
-                                      np.asarray(outs["q_sigma"][r], np.float64))
-    return (_digits(mean), None if std is None else _digits(std), self.quality.name,
-            self.quality.label)
-
-  def _diverged_row(self, step, r, info, wall_time):
-    cfg = self.config
-    q_name = {"gmm": "gmm_kl"}.get(self.quality_kind, self.quality.name if self.quality
-                                   is not None else self.quality_kind)
-    row = dict(
-        step=int(step), run=r.run, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
-        width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
-        model=cfg.model.name, loss=None, train_loss=None, train_loss_std=None,
-        test_loss=None, test_loss_std=None, k=float(cfg.eval.k), f_mem=None, f_mem_lo=None,
-        f_mem_hi=None, **{f_mem_column(k): None for k in cfg.eval.k_extra},
-        ratio_median=None, num_samples=cfg.eval.num_samples, quality=None, quality_std=None,
-        quality_name=q_name, quality_label=None, wall_time=float(wall_time),
-        diverged=dict(info))
-    return row
-
-  def evaluation(self, step, outs, losses, wall_time, diverged=None):
-    loss_sum, loss_count = losses
-    cfg = self.config
-    extra_ks = [float(k) for k in cfg.eval.k_extra]
-    diverged = diverged or {}
-    rows = []
-    for r in self.table.runs:
-      i = r.run
-      if i in diverged:  # frozen: its metrics (a FID of overflowing samples) are skipped
-        rows.append(self._diverged_row(step, r, diverged[i], wall_time))
-        continue
-      q, q_std, q_name, q_label = self._quality(outs, i)
-      frac = lambda v: _fraction(v, cfg.eval.num_samples)
-      row = dict(
-          step=int(step), run=i, n=r.n, seed=r.seed, index=r.index, lr=r.lr,
-          width=cfg.model.width, num_params=self.num_params, dataset=cfg.data.dataset,
-          model=cfg.model.name,
-          loss=_digits(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else None,
-          train_loss=_digits(outs["train_loss"][i]),
-          train_loss_std=_digits(outs["train_loss_std"][i]),
-          test_loss=_digits(outs["test_loss"][i]), test_loss_std=_digits(outs["test_loss_std"][i]),
-          k=float(cfg.eval.k), f_mem=frac(outs["f_mem"][i, 0]),
-          f_mem_lo=frac(outs["f_mem_lo"][i, 0]), f_mem_hi=frac(outs["f_mem_hi"][i, 0]),
-          **{f_mem_column(k): frac(outs["f_mem"][i, j + 1]) for j, k in enumerate(extra_ks)},
-          ratio_median=_digits(outs["ratio_median"][i]), num_samples=cfg.eval.num_samples,
-          quality=q, quality_std=q_std, quality_name=q_name, quality_label=q_label,
-          wall_time=round(float(wall_time), 3))
-      if "score_error" in outs:
-        row["score_error"] = _digits(outs["score_error"][i])
-        row["kl"] = _digits(outs["kl"][i])
-      rows.append(row)
-    self.pending = rows
-    for row in rows:
-      if row.get("diverged") is None:
-        self.latest[row["run"]] = row
-    rows = [row for row in rows if row.get("diverged") is None]
-    if not self.is_main:
-      return
-    if self.tb is not None:
-      for row in rows:
-        tag = f"n{row['n']}_seed{row['seed']}_idx{row['index']}_lr{row['lr']:g}"
-        for name in ("f_mem", "quality", "train_loss", "test_loss", "loss"):
-          if row.get(name) is not None:
-            self.tb.add_scalar(f"{name}/{tag}", row[name], step)
-      self.tb.flush()
-    if rows:
-      _say(f"step {step}: " + summary_line(rows))
-    ids = [i for i in self.grid_runs if i not in diverged]
-    if ids and self.table.num_runs and cfg.eval.grid_samples > 0 and (
-        outs["grid_samples"].ndim == 5):
-      from jaxdiff.findings import grids
-      runs = {r.run: r for r in self.table.runs}
-      grids.save_sample_grid(
-          os.path.join(self.workdir, "samples", f"step_{step:09d}.png"),
-          outs["grid_samples"][ids], outs["grid_neighbours"][ids], outs["grid_ratios"][ids],
-          cfg.eval.k, [f"n={runs[i].n} seed={runs[i].seed}" for i in ids],
-          f"step {step}: samples (left) and nearest training images (right)")
-      fileio.atomic_write_json(os.path.join(self.workdir, "samples", f"step_{step:09d}.json"),
-                               {"step": step, "runs": ids})
-
-  def commit(self, step):
-    new = [r for r in self.pending if (r["step"], r["run"]) not in self.metrics.keys]
-    if self.is_main and new:
-      fileio.append_jsonl(self.metrics.path, new)
-      self.metrics.keys.update((r["step"], r["run"]) for r in new)
-    self.pending = []
-
-  def postfix(self) -> dict:
-    if not self.latest:
-      return {}
-    fm = [self.latest[r]["f_mem"] for r in sorted(self.latest)]
-    return {"f_mem": " ".join(f"{v:.2f}" for v in fm[:8]) + (" ..." if len(fm) > 8 else "")}
-
-  def close(self):
-    if self.tb is not None:
-      self.tb.close()

@@ -14,6 +14,7 @@ from configs import gmm as gmm_config
 from jaxdiff import diffusion
 from jaxdiff import evaluate
 from jaxdiff import fileio
+from jaxdiff import programs as programs_lib
 from jaxdiff import train
 from jaxdiff import train_state as ts
 from jaxdiff.errors import ConfigError
@@ -68,8 +69,8 @@ def test_label_dropout_uses_the_null_class_at_the_configured_rate(rate):
 
   n, capacity, batch = 512, 512, 512
   labels = (np.arange(capacity) % 2).astype(np.int32)
-  spec = train.StepSpec(batch=batch, batch_size=batch, policy="full", min_index=1,
-                        data_parallel=1, ema_decay=0.0, num_classes=2, label_dropout=rate)
+  spec = programs_lib.StepSpec(batch=batch, batch_size=batch, policy="full", min_index=1,
+                               data_parallel=1, ema_decay=0.0, num_classes=2, label_dropout=rate)
   schedule = diffusion.make_schedule()
   tx = optax.sgd(0.0)
   params = {"w": jnp.ones(())}
@@ -81,7 +82,7 @@ def test_label_dropout_uses_the_null_class_at_the_configured_rate(rate):
                 lr=jnp.asarray(0.0), labels=jnp.asarray(labels))
   pool = jnp.zeros((capacity, 1))
   with jax.disable_jit():  # eagerly, so that the recorded labels are concrete
-    train.train_step(state, inputs, pool, model=Net(), tx=tx, schedule=schedule, spec=spec)
+    programs_lib.train_step(state, inputs, pool, model=Net(), tx=tx, schedule=schedule, spec=spec)
   y = np.asarray(seen[-1])
   dropped = y == 2
   assert set(np.unique(y)) <= {0, 1, 2}

@@ -10,9 +10,9 @@ import pytest
 from configs import base
 from jaxdiff import diffusion
 from jaxdiff import evaluate
+from jaxdiff import programs as programs_lib
 from jaxdiff import runs as runs_lib
 from jaxdiff import sharding
-from jaxdiff import train
 from jaxdiff import train_state as ts
 from jaxdiff.models import layers
 from jaxdiff.models.unet import make_unet
@@ -39,8 +39,8 @@ def _one_run(dtype, n):
   model = make_unet(c.model, c.diffusion.num_steps)
   tx = ts.make_optimizer(c.optim)
   schedule = diffusion.schedule_from_config(c.diffusion)
-  spec = train.StepSpec(batch=BATCH, batch_size=BATCH, policy="min", min_index=1,
-                        data_parallel=1, ema_decay=0.0)
+  spec = programs_lib.StepSpec(batch=BATCH, batch_size=BATCH, policy="min", min_index=1,
+                               data_parallel=1, ema_decay=0.0)
   inputs = dict(n=jnp.int32(n), offset=jnp.int32(0), mean=jnp.full((1,), 0.3),
                 lr=jnp.float32(0.01), key=runs_lib.run_key(0, 0))
   state = ts.create_train_state(model, tx, inputs["key"], 0.01, n, jnp.zeros((1, 8, 8, 1)),
@@ -51,33 +51,33 @@ def _one_run(dtype, n):
 def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state():
   model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128)
   pool = jnp.asarray(_digits()[:128])
-  state = jax.jit(lambda s: train.train_step(s, inputs, pool, model=model, tx=tx,
-                                             schedule=schedule, spec=spec))(state)
+  state = jax.jit(lambda s: programs_lib.train_step(s, inputs, pool, model=model, tx=tx,
+                                                    schedule=schedule, spec=spec))(state)
   for leaf in jax.tree.leaves((state.params, state.opt_state)):
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
   # ...while the step's convolutions really run in bfloat16.
-  jaxpr = str(jax.make_jaxpr(lambda s: train.train_step(
+  jaxpr = str(jax.make_jaxpr(lambda s: programs_lib.train_step(
       s, inputs, pool, model=model, tx=tx, schedule=schedule, spec=spec))(state))
   assert "bf16" in jaxpr
 
 
 def test_evaluation_is_float32_whatever_the_training_dtype():
   """f_mem, the quality statistics and the fixed-t losses come from a float32 network
-  (layers.float32_twin in train.Programs): no bfloat16 anywhere in the evaluation."""
+  (layers.float32_twin in programs.Programs): no bfloat16 anywhere in the evaluation."""
   c = _config("bfloat16")
   model = make_unet(c.model, c.diffusion.num_steps)
   assert layers.float32_twin(model).dtype == "float32"
   mesh = sharding.make_mesh(1, jax.devices()[:1])
   shape = (8, 8, 1)
-  spec = train.StepSpec(batch=8, batch_size=8, policy="min", min_index=1, data_parallel=1,
-                        ema_decay=0.0)
+  spec = programs_lib.StepSpec(batch=8, batch_size=8, policy="min", min_index=1, data_parallel=1,
+                               ema_decay=0.0)
   eval_spec = evaluate.EvalSpec(
       sampler="ddim", sampler_steps=4, ddim_eta=0.0, num_samples=4, sample_batch=4,
       ks=(1 / 3,), n_bootstrap=10, loss_index=10, loss_draws=1, loss_batch=8,
       grid_samples=0, data_shape=shape, capacity=8, image_data=True)
-  programs = train.Programs(mesh, "unroll", model, ts.make_optimizer(c.optim),
-                            diffusion.schedule_from_config(c.diffusion), spec, eval_spec,
-                            None, jnp.zeros((1,) + shape), 8, ema=False)
+  programs = programs_lib.Programs(mesh, "unroll", model, ts.make_optimizer(c.optim),
+                                   diffusion.schedule_from_config(c.diffusion), spec, eval_spec,
+                                   None, jnp.zeros((1,) + shape), 8, ema=False)
   inputs = dict(n=np.full(1, 8, np.int32), offset=np.zeros(1, np.int32),
                 mean=np.zeros((1, 1), np.float32), lr=np.full(1, 0.01, np.float32),
                 key=np.asarray(runs_lib.run_key(0, 0))[None])
@@ -104,8 +104,8 @@ def test_bfloat16_loss_curve_follows_float32_on_digits():
     model, tx, schedule, spec, inputs, state = _one_run(dtype, n)
 
     def body(s, _):
-      new = train.train_step(s, inputs, pool, model=model, tx=tx, schedule=schedule,
-                             spec=spec)
+      new = programs_lib.train_step(s, inputs, pool, model=model, tx=tx, schedule=schedule,
+                                    spec=spec)
       return new, new.loss_sum - s.loss_sum
 
     _, losses = jax.jit(lambda s: jax.lax.scan(body, s, None, length=steps))(state)

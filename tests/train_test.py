@@ -19,6 +19,7 @@ import pytest
 from configs import test as test_config
 from jaxdiff import checkpointing
 from jaxdiff import fileio
+from jaxdiff import programs as programs_lib
 from jaxdiff import runs as runs_lib
 from jaxdiff import train
 from jaxdiff import train_state as ts
@@ -238,12 +239,12 @@ def test_train_step_updates_ema():
   tx = ts.make_optimizer(c.optim)
   key = runs_lib.run_key(0, 0)
   state = ts.create_train_state(model, tx, key, 0.01, 4, jnp.zeros((1, 2)), 4, ema=True)
-  spec = train.StepSpec(batch=4, batch_size=4, policy="min", min_index=1, data_parallel=1,
-                        ema_decay=0.9)
+  spec = programs_lib.StepSpec(batch=4, batch_size=4, policy="min", min_index=1, data_parallel=1,
+                               ema_decay=0.9)
   inputs = dict(n=jnp.int32(4), offset=jnp.int32(0), mean=jnp.zeros((2,)), lr=0.01, key=key)
   pool = jax.random.normal(key, (8, 2))
-  new = train.train_step(state, inputs, pool, model=model, tx=tx,
-                         schedule=diffusion.make_schedule(), spec=spec)
+  new = programs_lib.train_step(state, inputs, pool, model=model, tx=tx,
+                                schedule=diffusion.make_schedule(), spec=spec)
   assert int(new.step) == 1 and float(new.loss_count) == 1.0
   jax.tree.map(lambda e, old, p: np.testing.assert_allclose(e, 0.9 * old + 0.1 * p, rtol=1e-6),
                new.ema_params, state.params, new.params)

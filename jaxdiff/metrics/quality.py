@@ -11,6 +11,11 @@ images, mean and 2 x std over the sets):
                  Not FID: its values are not comparable with published FIDs.
   pixel_fd       the raw pixels (or the vectors of vector data). Not FID either.
 
+Every value of eval.quality is a registered `QualityKind` (`kind_for(name)`): whether it
+needs reference images, how it is built for real (`make_quality_metric`) and abstractly for
+the planner (`abstract(data_shape)`), its short label. The GMM's KL estimate ("gmm") and
+"none" are kinds too, without features.
+
 The trainer builds one metric per job and, per run and evaluation time, computes
 `mu, sigma = feature_moments(metric.features(metric.params, samples))` on device, then
 `metric.distance(mu, sigma)` on the host.
@@ -43,7 +48,6 @@ from jaxdiff.metrics import fid
 from jaxdiff.metrics import inception
 from jaxdiff.metrics.fid import feature_moments  # noqa: F401  (re-exported for the trainer)
 
-KINDS = ("fid", "classifier_fd", "pixel_fd")
 CLASSIFIER_VERSION = 1
 
 
@@ -259,8 +263,9 @@ def make_quality_metric(kind: str, *, reference_sets: Sequence[np.ndarray],
     DataError: fid without a readable Inception weight file (the message says which file,
       where pytorch-fid publishes it and to pass --config.eval.inception_weights=PATH).
   """
-  if kind not in KINDS:
-    raise ConfigError("eval.quality", kind, " | ".join(KINDS))
+  entry = _KINDS.get(kind)
+  if entry is None or entry.build is None:
+    raise ConfigError("eval.quality", kind, " | ".join(feature_kinds()))
   if not reference_sets:
     raise ValueError("need at least one reference set")
   refs = [np.asarray(r) for r in reference_sets]
@@ -270,37 +275,11 @@ def make_quality_metric(kind: str, *, reference_sets: Sequence[np.ndarray],
   is_image = refs[0].ndim >= 3
   info: dict[str, Any] = {"reference_set_sizes": [len(r) for r in refs]}
 
-  if kind == "fid":
-    refs = [_as_images(r, "reference set") for r in refs]
-    if refs[0].shape[-1] not in (1, 3):
-      raise ValueError(f"FID needs 1- or 3-channel images, got {refs[0].shape}")
-    params = inception.load_inception_params(inception_weights)  # DataError if missing
-    features = inception.inception_features
-    label = "FID (Inception-v3 pool3, pytorch-fid weights)"
-    identity = ("inception", inception.NPZ_FORMAT, "quantize", inception.INPUT_SIZE)
-    default_batch = 100
-    info["inception_weights"] = inception_weights
-  elif kind == "classifier_fd":
-    if train_images is None or train_labels is None:
-      raise ConfigError("eval.quality", kind,
-                        "a labelled dataset (digits, cifar10); use pixel_fd for unlabelled data")
-    images = _as_images(train_images, "train_images")
-    refs = [_as_images(r, "reference set") for r in refs]
-    params, accuracy, num_classes, cpath = _classifier(images, train_labels, classifier, seed,
-                                                       cache_dir)
-    model = SmallClassifier(num_classes, classifier.width, classifier.feature_dim)
-    features = functools.partial(classifier_features, model)
-    label = (f"Frechet distance in the {classifier.feature_dim}-d features of a "
-             f"{num_classes}-class classifier trained on this dataset (not FID)")
-    identity = ("classifier", CLASSIFIER_VERSION, dataclasses.astuple(classifier))
-    default_batch = 500
-    info.update(classifier_val_accuracy=accuracy, classifier_cache=cpath)
-  else:
-    params, features = None, pixel_features
-    space = "pixel" if is_image else "data"
-    label = f"Frechet distance in {space} space (not FID)"
-    identity = ("pixels",)
-    default_batch = 500
+  built = entry.build(refs, is_image=is_image, train_images=train_images,
+                      train_labels=train_labels, inception_weights=inception_weights,
+                      cache_dir=cache_dir, seed=seed, classifier=classifier)
+  refs, params, features, label, identity, default_batch = built[:6]
+  info.update(built[6])
 
   ref_stats, spath = fid.reference_statistics(
       features, params, refs, metric_key=kind, cache_dir=cache_dir,
@@ -308,3 +287,154 @@ def make_quality_metric(kind: str, *, reference_sets: Sequence[np.ndarray],
   info.update(ref_stats_cache=spath, feature_dim=int(ref_stats[0][0].shape[0]))
   return QualityMetric(name=kind, label=label, params=params, features=features,
                        ref_stats=ref_stats, info=info)
+
+
+# --------------------------------------------------------------------- the kinds
+# Each kind's builder returns (reference sets as it reads them, params, features, label,
+# cache identity, default feature batch, info): everything make_quality_metric needs.
+
+
+def _build_fid(refs, *, inception_weights, **_):
+  refs = [_as_images(r, "reference set") for r in refs]
+  if refs[0].shape[-1] not in (1, 3):
+    raise ValueError(f"FID needs 1- or 3-channel images, got {refs[0].shape}")
+  params = inception.load_inception_params(inception_weights)  # DataError if missing
+  identity = ("inception", inception.NPZ_FORMAT, "quantize", inception.INPUT_SIZE)
+  return (refs, params, inception.inception_features,
+          "FID (Inception-v3 pool3, pytorch-fid weights)", identity, 100,
+          {"inception_weights": inception_weights})
+
+
+def _build_classifier_fd(refs, *, train_images, train_labels, cache_dir, seed, classifier,
+                         **_):
+  if train_images is None or train_labels is None:
+    raise ConfigError("eval.quality", "classifier_fd",
+                      "a labelled dataset (digits, cifar10); use pixel_fd for unlabelled data")
+  images = _as_images(train_images, "train_images")
+  refs = [_as_images(r, "reference set") for r in refs]
+  params, accuracy, num_classes, cpath = _classifier(images, train_labels, classifier, seed,
+                                                     cache_dir)
+  model = SmallClassifier(num_classes, classifier.width, classifier.feature_dim)
+  label = (f"Frechet distance in the {classifier.feature_dim}-d features of a "
+           f"{num_classes}-class classifier trained on this dataset (not FID)")
+  identity = ("classifier", CLASSIFIER_VERSION, dataclasses.astuple(classifier))
+  return (refs, params, functools.partial(classifier_features, model), label, identity, 500,
+          {"classifier_val_accuracy": accuracy, "classifier_cache": cpath})
+
+
+def _build_pixel_fd(refs, *, is_image, **_):
+  space = "pixel" if is_image else "data"
+  return (refs, None, pixel_features, f"Frechet distance in {space} space (not FID)",
+          ("pixels",), 500, {})
+
+
+def _abstract_fid(data_shape):
+  del data_shape  # the network resizes every input to its own size
+  params = jax.eval_shape(lambda: inception.InceptionV3FID().init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3))))["params"]
+  return inception.inception_features, params
+
+
+def _abstract_classifier_fd(data_shape):
+  # 10 classes stand in for the dataset's own count: only the head, which the features
+  # do not use, depends on it.
+  cfg = ClassifierConfig()
+  model = SmallClassifier(10, cfg.width, cfg.feature_dim)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1,) + tuple(data_shape))))["params"]
+  return functools.partial(classifier_features, model), params
+
+
+def _abstract_pixel_fd(data_shape):
+  del data_shape
+  return pixel_features, None
+
+
+def _no_features(data_shape):
+  del data_shape
+  return None, None
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityKind:
+  """One value of eval.quality (besides "auto", which setup resolves to one of these).
+
+  Attributes:
+    name: the eval.quality value.
+    row_name: its metrics.jsonl quality_name when no metric object names it (gmm: gmm_kl).
+    short: a label short enough for a figure axis or a table column ("": none, the
+      report falls back on the row's quality_label).
+    label: the long label of a kind that builds no QualityMetric (gmm, none).
+    reference_note: WORKDIR/reference_sets.json's description for a kind without
+      reference images.
+    needs_reference: compares with held-out reference images (eval.fid_num_sets x
+      eval.fid_set_size pool items are held out for it).
+    whole_pool: its features are trained on the whole pool (every item is loaded).
+    build: for a Frechet-distance kind, the builder `make_quality_metric` calls; None for
+      a kind whose value the evaluation program computes itself (gmm) or none.
+    abstract: abstract(data_shape) -> (features, abstract params): what the evaluation
+      program needs to be compiled without weights or reference statistics (the planner);
+      (None, None) when it computes no features.
+  """
+  name: str
+  row_name: str
+  short: str
+  label: str = ""
+  reference_note: str = ""
+  needs_reference: bool = False
+  whole_pool: bool = False
+  build: Callable | None = None
+  abstract: Callable = _no_features
+
+
+_KINDS: dict[str, QualityKind] = {}
+
+
+def register_kind(kind: QualityKind) -> QualityKind:
+  """Adds (or replaces) a quality kind."""
+  _KINDS[kind.name] = kind
+  return kind
+
+
+def kind_names() -> tuple[str, ...]:
+  """Every registered eval.quality value (without "auto")."""
+  return tuple(_KINDS)
+
+
+def kind_for(name: str) -> QualityKind:
+  """The registered kind `name`; a ConfigError naming eval.quality when there is none."""
+  if name not in _KINDS:
+    raise ConfigError("eval.quality", name, f"one of {('auto',) + kind_names()}")
+  return _KINDS[name]
+
+
+def feature_kinds() -> tuple[str, ...]:
+  """The Frechet-distance kinds (those make_quality_metric builds)."""
+  return tuple(k.name for k in _KINDS.values() if k.build is not None)
+
+
+def find_kind(name: str | None) -> QualityKind | None:
+  """The kind whose eval.quality value or metrics-row quality_name is `name`, or None."""
+  return next((k for k in _KINDS.values() if name in (k.name, k.row_name)), None)
+
+
+def short_label(row_name: str | None) -> str | None:
+  """The short label of a metrics row's quality_name (None when no kind gives one)."""
+  kind = find_kind(row_name)
+  return (kind.short or None) if kind is not None else None
+
+
+register_kind(QualityKind("fid", "fid", "FID", needs_reference=True, build=_build_fid,
+                          abstract=_abstract_fid))
+register_kind(QualityKind("classifier_fd", "classifier_fd", "classifier-feature FD",
+                          needs_reference=True, whole_pool=True, build=_build_classifier_fd,
+                          abstract=_abstract_classifier_fd))
+register_kind(QualityKind("pixel_fd", "pixel_fd", "pixel-space FD", needs_reference=True,
+                          build=_build_pixel_fd, abstract=_abstract_pixel_fd))
+register_kind(QualityKind(
+    "gmm", "gmm_kl", "KL estimate", label="KL(P_theta || P_0) estimate (paper eqs. 26-28)",
+    reference_note=("No reference images: the quality metric is the KL estimate against the "
+                    "exact mixture P_0.")))
+register_kind(QualityKind(
+    "none", "none", "", label="none",
+    reference_note="No reference images: no quality metric (eval.quality = none)."))
