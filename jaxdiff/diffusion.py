@@ -404,14 +404,6 @@ register_sampler("ddpm", _ddpm, uses_steps=False, doc=ddpm_sample.__doc__)
 register_sampler("em", _em, doc=em_sample.__doc__)
 
 
-def __getattr__(name):
-  # `diffusion.SAMPLERS`, the names as a tuple, read when asked, so that a sampler
-  # registered later is accepted by code that still checks the tuple.
-  if name == "SAMPLERS":
-    return sampler_names()
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def sample(kind: str, eps_fn: EpsFn, schedule: Schedule, key: jax.Array, shape: tuple,
            num_steps: int, eta: float = 0.0) -> jax.Array:
   """Draws x_T ~ N(0, I) of `shape` and runs the registered sampler `kind` (ddim | ddpm |

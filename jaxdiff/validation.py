@@ -15,8 +15,8 @@ from jaxdiff import data
 from jaxdiff import diffusion
 from jaxdiff import eval_times
 from jaxdiff.errors import ConfigError
+from jaxdiff.metrics import quality as quality_lib
 
-QUALITY = ("auto", "fid", "classifier_fd", "pixel_fd", "gmm", "none")
 EVAL_GRIDS = eval_times.GRIDS
 
 
@@ -152,7 +152,7 @@ def validate_sweep(config) -> None:
   _require(_is_int(e.num_samples) and e.num_samples >= 2, "eval.num_samples", e.num_samples,
            "an integer >= 2")
   _positive_int("eval.sample_batch", e.sample_batch)
-  _choice("eval.sampler", e.sampler, diffusion.SAMPLERS)
+  _choice("eval.sampler", e.sampler, diffusion.sampler_names())
   if e.sampler != "ddpm":
     _require(_is_int(e.sampler_steps) and 1 <= e.sampler_steps <= df.num_steps - 1,
              "eval.sampler_steps", e.sampler_steps,
@@ -166,7 +166,7 @@ def validate_sweep(config) -> None:
   _positive_int("eval.loss_noise_draws", e.loss_noise_draws)
   _require(_is_num(e.loss_t) and e.loss_t > 0, "eval.loss_t", e.loss_t,
            "a positive OU time (the paper: 0.01)")
-  _choice("eval.quality", e.quality, QUALITY)
+  _choice("eval.quality", e.quality, ("auto",) + quality_lib.kind_names())
   guidance = e.get("guidance", 1.0)
   _require(_is_num(guidance) and 0 <= guidance < float("inf"), "eval.guidance", guidance,
            "a finite number >= 0 (1 = conditional, 0 = unconditional)")

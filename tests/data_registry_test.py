@@ -46,7 +46,7 @@ def _load_rings(cfg, *, num_test, order_seed, max_pool, reference):
 
 RINGS = data_lib.DatasetSource(
     name="rings", kind="vector", labelled=True, default_quality="pixel_fd",
-    whole_pool_quality=False, item_shape=lambda cfg: (2,), loader=_load_rings,
+    item_shape=lambda cfg: (2,), loader=_load_rings,
     checks=_check_rings, description="concentric rings (a test-only dataset)")
 
 

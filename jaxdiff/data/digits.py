@@ -38,5 +38,5 @@ def _load(cfg, *, num_test, order_seed, max_pool, reference) -> dataset_lib.Data
 
 SOURCE = registry.register(registry.DatasetSource(
     name="digits", kind="image", labelled=True, default_quality="classifier_fd",
-    whole_pool_quality=True, item_shape=lambda cfg: (SIZE, SIZE, 1), loader=_load,
+    item_shape=lambda cfg: (SIZE, SIZE, 1), loader=_load,
     checks=_check, description="scikit-learn's 8x8 digits"))

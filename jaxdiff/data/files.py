@@ -51,7 +51,7 @@ def _load(name, cfg, *, num_test, order_seed, max_pool, reference) -> dataset_li
 def _source(name: str) -> registry.DatasetSource:
   return registry.register(registry.DatasetSource(
       name=name, kind="image", labelled=False, default_quality="pixel_fd",
-      whole_pool_quality=False, item_shape=dataset_lib.image_shape,
+      item_shape=dataset_lib.image_shape,
       checks=lambda cfg: _check(name, cfg),
       loader=lambda cfg, **kw: _load(name, cfg, **kw), description=WHAT[name]))
 

@@ -7,8 +7,8 @@ the `config.data` keys (validation's question) and its loader (the trainer's). A
 dataset is one module that calls `register` and a config that names it:
 
   register(DatasetSource(name="rings", kind="vector", labelled=False,
-                         default_quality="pixel_fd", whole_pool_quality=False,
-                         item_shape=lambda cfg: (2,), loader=load_rings, checks=check_rings))
+                         default_quality="pixel_fd", item_shape=lambda cfg: (2,),
+                         loader=load_rings, checks=check_rings))
   dataset = load_dataset(config.data)           # config.data.dataset = "rings"
 
 A *prefix* source ("tfds:" for any image dataset of tensorflow-datasets) answers for every
@@ -39,8 +39,6 @@ class DatasetSource:
     default_quality: what eval.quality = "auto" is without Inception weights: "gmm" (the
       exact mixture's KL), "classifier_fd" (a classifier trained on the labelled pool) or
       "pixel_fd".
-    whole_pool_quality: that auto quality learns from the whole pool (the classifier of
-      classifier_fd), so every pool item is loaded, whatever the n-grid needs.
     item_shape: data_cfg -> the shape of one item, from the config alone.
     loader: (data_cfg, *, num_test, order_seed, max_pool, reference) -> Dataset, called
       after `check`; num_test and order_seed are already read and checked.
@@ -56,7 +54,6 @@ class DatasetSource:
   kind: str
   labelled: bool
   default_quality: str
-  whole_pool_quality: bool
   item_shape: Callable
   loader: Callable
   checks: Callable | None = None

@@ -130,12 +130,12 @@ def _vector_shape(cfg) -> tuple[int]:
 
 
 GMM = registry.register(registry.DatasetSource(
-    name="gmm", kind="vector", labelled=True, default_quality="gmm", whole_pool_quality=False,
+    name="gmm", kind="vector", labelled=True, default_quality="gmm",
     item_shape=_vector_shape, checks=_check_gmm,
     loader=lambda cfg, **kw: _load("gmm", cfg, **kw),
     description="the two-component Gaussian mixture of paper SM B"))
 GAUSSIAN = registry.register(registry.DatasetSource(
     name="gaussian", kind="vector", labelled=False, default_quality="pixel_fd",
-    whole_pool_quality=False, item_shape=_vector_shape, checks=_check_gaussian,
+    item_shape=_vector_shape, checks=_check_gaussian,
     loader=lambda cfg, **kw: _load("gaussian", cfg, **kw),
     description="N(0, Sigma) with a discrete spectrum"))

@@ -504,7 +504,7 @@ def _fixed_source(name: str, description: str) -> registry.DatasetSource:
   return registry.DatasetSource(
       name=name, kind="image", labelled=labelled,
       default_quality="classifier_fd" if labelled else "pixel_fd",
-      whole_pool_quality=labelled, item_shape=dataset_lib.image_shape,
+      item_shape=dataset_lib.image_shape,
       checks=functools.partial(_check, name, spec.native_hw),
       loader=lambda cfg, **kw: _load_tfds(name, cfg, **kw), description=description)
 
@@ -533,7 +533,7 @@ def _resolve(name: str) -> registry.DatasetSource:
   return registry.DatasetSource(
       name=name, kind="image", labelled=labelled,
       default_quality="classifier_fd" if labelled else "pixel_fd",
-      whole_pool_quality=labelled, item_shape=dataset_lib.image_shape,
+      item_shape=dataset_lib.image_shape,
       # The native size is the builder's; the prepared data may say more (checked on load).
       checks=functools.partial(_check, name, spec.native_hw),
       loader=lambda cfg, **kw: _load_tfds(name, cfg, **kw),
@@ -542,5 +542,5 @@ def _resolve(name: str) -> registry.DatasetSource:
 
 TFDS = registry.register(registry.DatasetSource(
     name=TFDS_PREFIX, kind="image", labelled=False, default_quality="pixel_fd",
-    whole_pool_quality=False, item_shape=dataset_lib.image_shape, loader=None, prefix=True,
+    item_shape=dataset_lib.image_shape, loader=None, prefix=True,
     resolve=_resolve, description="an image dataset of tensorflow-datasets"))

@@ -13,7 +13,7 @@ images, mean and 2 x std over the sets):
 
 Every value of eval.quality is a registered `QualityKind` (`kind_for(name)`): whether it
 needs reference images, how it is built for real (`make_quality_metric`) and abstractly for
-the planner (`abstract(data_shape)`), its short label. The GMM's KL estimate ("gmm") and
+the planner (`abstract(data_shape)`). The GMM's KL estimate ("gmm") and
 "none" are kinds too, without features.
 
 The trainer builds one metric per job and, per run and evaluation time, computes
@@ -362,8 +362,6 @@ class QualityKind:
   Attributes:
     name: the eval.quality value.
     row_name: its metrics.jsonl quality_name when no metric object names it (gmm: gmm_kl).
-    short: a label short enough for a figure axis or a table column ("": none, the
-      report falls back on the row's quality_label).
     label: the long label of a kind that builds no QualityMetric (gmm, none).
     reference_note: WORKDIR/reference_sets.json's description for a kind without
       reference images.
@@ -378,7 +376,6 @@ class QualityKind:
   """
   name: str
   row_name: str
-  short: str
   label: str = ""
   reference_note: str = ""
   needs_reference: bool = False
@@ -418,23 +415,17 @@ def find_kind(name: str | None) -> QualityKind | None:
   return next((k for k in _KINDS.values() if name in (k.name, k.row_name)), None)
 
 
-def short_label(row_name: str | None) -> str | None:
-  """The short label of a metrics row's quality_name (None when no kind gives one)."""
-  kind = find_kind(row_name)
-  return (kind.short or None) if kind is not None else None
-
-
-register_kind(QualityKind("fid", "fid", "FID", needs_reference=True, build=_build_fid,
+register_kind(QualityKind("fid", "fid", needs_reference=True, build=_build_fid,
                           abstract=_abstract_fid))
-register_kind(QualityKind("classifier_fd", "classifier_fd", "classifier-feature FD",
+register_kind(QualityKind("classifier_fd", "classifier_fd",
                           needs_reference=True, whole_pool=True, build=_build_classifier_fd,
                           abstract=_abstract_classifier_fd))
-register_kind(QualityKind("pixel_fd", "pixel_fd", "pixel-space FD", needs_reference=True,
+register_kind(QualityKind("pixel_fd", "pixel_fd", needs_reference=True,
                           build=_build_pixel_fd, abstract=_abstract_pixel_fd))
 register_kind(QualityKind(
-    "gmm", "gmm_kl", "KL estimate", label="KL(P_theta || P_0) estimate (paper eqs. 26-28)",
+    "gmm", "gmm_kl", label="KL(P_theta || P_0) estimate (paper eqs. 26-28)",
     reference_note=("No reference images: the quality metric is the KL estimate against the "
                     "exact mixture P_0.")))
 register_kind(QualityKind(
-    "none", "none", "", label="none",
+    "none", "none", label="none",
     reference_note="No reference images: no quality metric (eval.quality = none)."))
