@@ -17,15 +17,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxdiff.errors import WorkdirError
+from jaxdiff import evaluation
 from jaxdiff.findings import fits
 from jaxdiff.findings import timescales
 from jaxdiff.findings.formatting import fmt
 from jaxdiff.findings.workdirs import WorkdirFiles, sample_grids
 
-# Metric curves read from metrics.jsonl (any may be missing or null).
-CURVES = ("loss", "train_loss", "train_loss_std", "test_loss", "test_loss_std", "f_mem",
-          "f_mem_lo", "f_mem_hi", "ratio_median", "quality", "quality_std", "score_error",
-          "kl")
 
 
 @dataclasses.dataclass
@@ -183,7 +180,7 @@ def _run_curves(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     by_step[int(r["step"])] = r
   steps = sorted(by_step)
   out = {"step": np.array(steps, dtype=np.float64)}
-  for name in CURVES:
+  for name in evaluation.report_curves():  # any may be missing or null in a row
     vals = [by_step[s].get(name) for s in steps]
     out[name] = np.array([np.nan if not isinstance(v, (int, float)) or isinstance(v, bool)
                           else float(v) for v in vals], dtype=np.float64)
@@ -379,7 +376,7 @@ def analyze(sweeps: Sequence[WorkdirFiles], settings: Mapping[str, Any]) -> Anal
       grun = [r for r in srun if r.n == n]
       curves = {name: timescales.curve_stats([(r.curves["step"], r.curves[name]) for r in grun],
                                              conf=conf)
-                for name in CURVES}
+                for name in evaluation.report_curves()}
       groups.append(GroupResult(
           width, lr, n, grun, curves,
           timescales.onset_stats([r.tau_gen for r in grun], conf=conf),
