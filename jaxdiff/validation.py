@@ -14,6 +14,7 @@ import numbers
 from jaxdiff import data
 from jaxdiff import diffusion
 from jaxdiff import eval_times
+from jaxdiff import evaluation
 from jaxdiff.errors import ConfigError
 from jaxdiff.metrics import quality as quality_lib
 
@@ -153,7 +154,8 @@ def validate_sweep(config) -> None:
            "an integer >= 2")
   _positive_int("eval.sample_batch", e.sample_batch)
   _choice("eval.sampler", e.sampler, diffusion.sampler_names())
-  if e.sampler != "ddpm":
+  evaluation.check_extra_outputs(e.get("extra_outputs", ()))
+  if diffusion.sampler_for(e.sampler).uses_steps:
     _require(_is_int(e.sampler_steps) and 1 <= e.sampler_steps <= df.num_steps - 1,
              "eval.sampler_steps", e.sampler_steps,
              f"an integer in [1, {df.num_steps - 1}] (diffusion.num_steps - 1)")

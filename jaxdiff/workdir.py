@@ -58,6 +58,9 @@ RESUMABLE_KEYS = (
     "data.tfds_data_dir", "model.conv_batching",
 )
 RESUMABLE_PREFIXES = ("report.",)
+# Keys added after workdirs were written, with the value that computes what those workdirs
+# computed: a config.json without the key resumes when the key has this value.
+ADDED_KEYS = {"eval.extra_outputs": ()}
 
 
 def _normalise(v):
@@ -73,6 +76,9 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     if key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES):
       continue
     old, new = _normalise(a.get(key, "<absent>")), _normalise(b.get(key, "<absent>"))
+    if key in ADDED_KEYS and "<absent>" in (old, new):
+      as_before = _normalise(ADDED_KEYS[key])
+      old, new = (as_before if v == "<absent>" else v for v in (old, new))
     if old != new:
       diffs.append(f"{key}: {old!r} -> {new!r}")
   return diffs
