@@ -437,6 +437,7 @@ def test_unusable_workdir_paths(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ SIGTERM
 
 
+@pytest.mark.slow  # a CLI sweep in a subprocess (the in-process resume: train_test)
 def test_sigterm_exits_75_and_resumes(reference, tmp_path):
   """Today SIGTERM exits 0; now the documented code 75, and the rerun completes the rows."""
   wd = str(tmp_path / "wd")

@@ -217,6 +217,7 @@ def test_end_to_end_outputs(finished):
   assert "report written to" in result.stdout
 
 
+@pytest.mark.slow  # a second CLI sweep, killed and rerun
 def test_kill_9_and_resume_equals_uninterrupted(finished, tmp_path):
   """kill -9 once the checkpoint of the first evaluation (step 50) is on disk, whatever the
   process is doing then; the rerun resumes from the latest complete checkpoint and the

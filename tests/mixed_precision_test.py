@@ -94,12 +94,15 @@ def test_evaluation_is_float32_whatever_the_training_dtype():
 
 @pytest.mark.slow
 def test_bfloat16_loss_curve_follows_float32_on_digits():
-  """300 SGD steps of a small U-Net on 1,024 digits, same keys (same batches, t and
-  noise), float32 against bfloat16 compute. Tolerance: the mean training loss over each
-  window of 50 steps within 5% of float32's (bfloat16 has an 8-bit mantissa: a relative
-  error of ~0.4% per rounding, averaged over the step's sums), and the curves must
-  decrease alike (the last window below 80% of the first, for both)."""
-  steps, n = 300, 1024
+  """120 steps of a small U-Net on 1,024 digits, same keys (same batches, t and noise),
+  float32 against bfloat16 compute. Tolerance: the mean training loss over each window of
+  20 steps within 5% of float32's (bfloat16 has an 8-bit mantissa: a relative error of
+  ~0.4% per rounding, averaged over the step's sums), and the curves must decrease alike
+  (the last window below 80% of the first, for both). The loss falls fastest in these
+  first steps (float32: 0.41, 0.19, 0.14, 0.12 over the first four windows of 25 steps,
+  then ~0.10-0.11 up to step 300), so the comparison covers the curve's shape; the
+  steps after it would mostly repeat the plateau at several seconds a step."""
+  steps, window, n = 120, 20, 1024
   pool = jnp.asarray(_digits()[:n])
   curves = {}
   for dtype in ("float32", "bfloat16"):
@@ -111,7 +114,7 @@ def test_bfloat16_loss_curve_follows_float32_on_digits():
       return new, new.loss_sum - s.loss_sum
 
     _, losses = jax.jit(lambda s: jax.lax.scan(body, s, None, length=steps))(state)
-    curves[dtype] = np.asarray(losses).reshape(-1, 50).mean(axis=1)
+    curves[dtype] = np.asarray(losses).reshape(-1, window).mean(axis=1)
   f32, bf16 = curves["float32"], curves["bfloat16"]
   np.testing.assert_array_less(np.abs(bf16 - f32) / f32, 0.05)
   assert f32[-1] < 0.8 * f32[0] and bf16[-1] < 0.8 * bf16[0]

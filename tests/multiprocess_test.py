@@ -141,6 +141,7 @@ def reference_config():
   return c
 
 
+@pytest.mark.slow  # five sweeps, four of them jaxdiff.main launches
 def test_two_processes_equal_one_process_with_resume(tmp_path):
   # The reference: the same sweep in this (one) process on 4 of its 8 CPU devices.
   ref = str(tmp_path / "one")

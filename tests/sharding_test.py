@@ -111,3 +111,22 @@ def test_trainer_under_vmap_equals_unroll(unrolled, tmp_path, models_group):
   final = lambda d: checkpointing.Checkpointer(d).restore_arrays()["params"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                final(unrolled), final(wd))
+
+
+def test_sweep_programs_communicate_only_over_data():
+  """compile_check_test's layout checks at test size (it compiles the paper's CelebA sweep
+  for 16 devices; slow): the models axis split over devices, 2 runs per device batched
+  with vmap, each run's batch split over 2 'data' devices. The compiled chunk only
+  all-reduces over each run's 2 'data' devices, updates the donated state in place, and
+  the evaluation has no cross-device operation."""
+  from jaxdiff import plan
+  c = _tiny_sweep_config("vmap")
+  c.train.data_parallel = 2
+  p = plan.make_plan(c, jax.devices()[:4], probe_steps=0, device_memory=2**40,
+                     roofline=False)
+  assert p.mesh_shape == {"models": 2, "data": 2}
+  assert (p.num_runs, p.num_padded, p.runs_per_device, p.strategy) == (4, 4, 2, "vmap")
+  assert p.chunk.outputs - p.chunk.aliased < 0.01 * p.resident["state"], p.chunk
+  assert set(p.collectives["chunk"]) == {"all-reduce"}, p.collectives
+  assert set(p.collectives["chunk"]["all-reduce"]) == {2}, p.collectives
+  assert p.collectives["evaluate"] == {}, p.collectives
