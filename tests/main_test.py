@@ -17,6 +17,7 @@ import sys
 import time
 
 from absl import flags
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import pytest
@@ -65,17 +66,26 @@ def in_process(monkeypatch, capsys):
   (returncode, stdout, stderr). ml_collections reads the overrides from sys.argv."""
   monkeypatch.chdir(ROOT)
 
+  def reset():
+    # ml_collections defines a flag per override (--config.data.n_train), bound to the
+    # config it loaded: drop them, or the next call would set the previous config.
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+      delattr(flags.FLAGS, name)
+    flags.FLAGS.unparse_flags()
+
   def call(*args):
     argv = ["jaxdiff.main", *args]
     monkeypatch.setattr(sys, "argv", argv)
-    flags.FLAGS.unparse_flags()
+    reset()
+    verbosity = absl_logging.get_verbosity()  # main quiets absl's INFO logs: restored
     code = 0
     try:
       main_lib.main(parse_flags(argv))
     except SystemExit as e:
       code = e.code
     finally:
-      flags.FLAGS.unparse_flags()
+      reset()
+      absl_logging.set_verbosity(verbosity)
     out = capsys.readouterr()
     return subprocess.CompletedProcess(argv, code, out.out, out.err)
 
