@@ -386,6 +386,7 @@ def test_parameters_non_finite_on_the_last_step_of_a_chunk(reference, tmp_path):
     assert "run 2 (n=16, seed=0, lr=0.001) diverged at step 200" in f.read()
 
 
+@pytest.mark.slow
 def test_one_diverging_run_leaves_the_others(reference, tmp_path):
   """--config.optim.lr=1e-3,1e6: today all 12 runs stop; now the 6 runs at 1e6 are frozen
   and marked and the 6 at 1e-3 train to the end with the reference's numbers (to float32
