@@ -176,6 +176,7 @@ def finished(tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow  # a CLI sweep (train_test checks the trainer's rows in-process)
 def test_end_to_end_outputs(finished):
   workdir, result = finished
   rows = _rows(workdir)

@@ -90,7 +90,7 @@ def unrolled(tmp_path_factory):
   return wd
 
 
-@pytest.mark.parametrize("models_group", [0, 3])
+@pytest.mark.parametrize("models_group", [0, pytest.param(3, marks=pytest.mark.slow)])
 def test_trainer_under_vmap_equals_unroll(unrolled, tmp_path, models_group):
   """The same 4-run sweep (train.Sweep on one device, every run on it) with the models
   axis batched by vmap (all 4 at once, or 3 then 1) and unrolled (one copy per run): the
