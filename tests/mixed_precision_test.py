@@ -34,7 +34,9 @@ def _digits():
   return x[..., None]
 
 
-def _one_run(dtype, n):
+def _one_run(dtype, n, abstract=False):
+  """The pieces of one run's train_step; its state as ShapeDtypeStructs when `abstract`
+  (tracing only: compiling a bfloat16 U-Net's initialisation takes minutes on XLA:CPU)."""
   c = _config(dtype)
   model = make_unet(c.model, c.diffusion.num_steps)
   tx = ts.make_optimizer(c.optim)
@@ -43,13 +45,14 @@ def _one_run(dtype, n):
                         data_parallel=1, ema_decay=0.0)
   inputs = dict(n=jnp.int32(n), offset=jnp.int32(0), mean=jnp.full((1,), 0.3),
                 lr=jnp.float32(0.01), key=runs_lib.run_key(0, 0))
-  state = ts.create_train_state(model, tx, inputs["key"], 0.01, n, jnp.zeros((1, 8, 8, 1)),
-                                n, False)
+  init = lambda: ts.create_train_state(model, tx, inputs["key"], 0.01, n,
+                                       jnp.zeros((1, 8, 8, 1)), n, False)
+  state = jax.eval_shape(init) if abstract else init()
   return model, tx, schedule, spec, inputs, state
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state():
-  model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128)
+  model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128, abstract=True)
   pool = jnp.asarray(_digits()[:128])
   # The state after a step, as XLA would produce it (dtypes are decided at tracing; no
   # bfloat16 compile, which takes minutes on XLA:CPU).
@@ -105,8 +108,11 @@ def test_bfloat16_loss_curve_follows_float32_on_digits():
   steps, window, n = 120, 20, 1024
   pool = jnp.asarray(_digits()[:n])
   curves = {}
+  # One initial state for both (the parameters are float32 whatever model.dtype is).
+  initial = _one_run("float32", n)[-1]
   for dtype in ("float32", "bfloat16"):
-    model, tx, schedule, spec, inputs, state = _one_run(dtype, n)
+    model, tx, schedule, spec, inputs, _ = _one_run(dtype, n, abstract=True)
+    state = initial
 
     def body(s, _):
       new = train.train_step(s, inputs, pool, model=model, tx=tx, schedule=schedule,
