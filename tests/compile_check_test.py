@@ -18,6 +18,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
@@ -43,6 +45,7 @@ print("RESULT " + json.dumps(dict(
 """
 
 
+@pytest.mark.slow  # ~90 s on 2 idle cores: the paper U-Net and Inception for 16 devices
 def test_celeba_sweep_compiles_for_16_devices():
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)

@@ -30,9 +30,19 @@ def pytest_collection_modifyitems(config, items):
     if "torch" in item.keywords and not has_torch:
       item.add_marker(skip_torch)
 
-# Sweeps with identical programs (a reference run and its resumed twin) compile once per
-# test session: JAX's persistent compilation cache, in a per-session directory.
+# Sweeps with identical programs (a reference run and its resumed twin, configs/test.py in
+# several files) compile once per test session: JAX's persistent compilation cache, in a
+# directory of this session. Under pytest-xdist the workers of one run share it (their
+# run id names it), so a program compiled by one worker is loaded by the other; a size
+# limit turns on the cache's file lock, so that two workers never read a half-written entry.
 import tempfile  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxdiff-xla-cache-"))
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _RUN_ID:
+  _CACHE = os.path.join(tempfile.gettempdir(), f"jaxdiff-xla-cache-{_RUN_ID}")
+  os.makedirs(_CACHE, exist_ok=True)
+else:
+  _CACHE = tempfile.mkdtemp(prefix="jaxdiff-xla-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_compilation_cache_max_size", 16 * 2**30)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -37,6 +37,10 @@ ONE = None  # devices of the reference: set in the fixture (the first device)
 def config(**overrides):
   c = test_config.get_config()
   c.report.auto = False
+  # The runs batched with vmap: each of the module's ~15 sweeps traces (and loads from the
+  # compilation cache) one copy of the step and of the sampler, not one per run. Nothing
+  # here depends on the layout; vmap equals unroll (sharding_test).
+  c.train.models_axis = "vmap"
   for key, value in overrides.items():
     node = c
     *path, last = key.split(".")
@@ -385,7 +389,8 @@ def test_parameters_non_finite_on_the_last_step_of_a_chunk(reference, tmp_path):
 @pytest.mark.slow
 def test_one_diverging_run_leaves_the_others(reference, tmp_path):
   """--config.optim.lr=1e-3,1e6: today all 12 runs stop; now the 6 runs at 1e6 are frozen
-  and marked and the 6 at 1e-3 train to the end with the reference's numbers."""
+  and marked and the 6 at 1e-3 train to the end with the reference's numbers (to float32
+  reassociation: 12 runs batched by vmap against 6)."""
   wd = str(tmp_path / "wd")
   with pytest.raises(train.TrainingDiverged, match="6 of 12 runs diverged"):
     run_sweep(wd, config(**{"optim.lr": (1e-3, 1e6)}))
@@ -433,6 +438,7 @@ def test_unusable_workdir_paths(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ SIGTERM
 
 
+@pytest.mark.slow  # a CLI sweep in a subprocess (the in-process resume: train_test)
 def test_sigterm_exits_75_and_resumes(reference, tmp_path):
   """Today SIGTERM exits 0; now the documented code 75, and the rerun completes the rows."""
   wd = str(tmp_path / "wd")
@@ -441,7 +447,8 @@ def test_sigterm_exits_75_and_resumes(reference, tmp_path):
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   env.pop("XLA_FLAGS", None)
   proc = subprocess.Popen([sys.executable, "-m", "jaxdiff.main", "--config=configs/test.py",
-                           f"--workdir={wd}"], cwd=ROOT, env=env, text=True,
+                           "--config.train.models_axis=vmap", f"--workdir={wd}"],
+                          cwd=ROOT, env=env, text=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   metrics = os.path.join(wd, "metrics.jsonl")
   deadline = time.time() + 400

@@ -34,7 +34,9 @@ def _digits():
   return x[..., None]
 
 
-def _one_run(dtype, n):
+def _one_run(dtype, n, abstract=False):
+  """The pieces of one run's train_step; its state as ShapeDtypeStructs when `abstract`
+  (tracing only: compiling a bfloat16 U-Net's initialisation takes minutes on XLA:CPU)."""
   c = _config(dtype)
   model = make_unet(c.model, c.diffusion.num_steps)
   tx = ts.make_optimizer(c.optim)
@@ -43,16 +45,19 @@ def _one_run(dtype, n):
                                data_parallel=1, ema_decay=0.0)
   inputs = dict(n=jnp.int32(n), offset=jnp.int32(0), mean=jnp.full((1,), 0.3),
                 lr=jnp.float32(0.01), key=runs_lib.run_key(0, 0))
-  state = ts.create_train_state(model, tx, inputs["key"], 0.01, n, jnp.zeros((1, 8, 8, 1)),
-                                n, False)
+  init = lambda: ts.create_train_state(model, tx, inputs["key"], 0.01, n,
+                                       jnp.zeros((1, 8, 8, 1)), n, False)
+  state = jax.eval_shape(init) if abstract else init()
   return model, tx, schedule, spec, inputs, state
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state():
-  model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128)
+  model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128, abstract=True)
   pool = jnp.asarray(_digits()[:128])
-  state = jax.jit(lambda s: programs_lib.train_step(s, inputs, pool, model=model, tx=tx,
-                                                    schedule=schedule, spec=spec))(state)
+  # The state after a step, as XLA would produce it (dtypes are decided at tracing; no
+  # bfloat16 compile, which takes minutes on XLA:CPU).
+  state = jax.eval_shape(lambda s: programs_lib.train_step(s, inputs, pool, model=model, tx=tx,
+                                                    schedule=schedule, spec=spec), state)
   for leaf in jax.tree.leaves((state.params, state.opt_state)):
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
   # ...while the step's convolutions really run in bfloat16.
@@ -92,16 +97,22 @@ def test_evaluation_is_float32_whatever_the_training_dtype():
 
 @pytest.mark.slow
 def test_bfloat16_loss_curve_follows_float32_on_digits():
-  """300 SGD steps of a small U-Net on 1,024 digits, same keys (same batches, t and
-  noise), float32 against bfloat16 compute. Tolerance: the mean training loss over each
-  window of 50 steps within 5% of float32's (bfloat16 has an 8-bit mantissa: a relative
-  error of ~0.4% per rounding, averaged over the step's sums), and the curves must
-  decrease alike (the last window below 80% of the first, for both)."""
-  steps, n = 300, 1024
+  """120 steps of a small U-Net on 1,024 digits, same keys (same batches, t and noise),
+  float32 against bfloat16 compute. Tolerance: the mean training loss over each window of
+  20 steps within 5% of float32's (bfloat16 has an 8-bit mantissa: a relative error of
+  ~0.4% per rounding, averaged over the step's sums), and the curves must decrease alike
+  (the last window below 80% of the first, for both). The loss falls fastest in these
+  first steps (float32: 0.41, 0.19, 0.14, 0.12 over the first four windows of 25 steps,
+  then ~0.10-0.11 up to step 300), so the comparison covers the curve's shape; the
+  steps after it would mostly repeat the plateau at several seconds a step."""
+  steps, window, n = 120, 20, 1024
   pool = jnp.asarray(_digits()[:n])
   curves = {}
+  # One initial state for both (the parameters are float32 whatever model.dtype is).
+  initial = _one_run("float32", n)[-1]
   for dtype in ("float32", "bfloat16"):
-    model, tx, schedule, spec, inputs, state = _one_run(dtype, n)
+    model, tx, schedule, spec, inputs, _ = _one_run(dtype, n, abstract=True)
+    state = initial
 
     def body(s, _):
       new = programs_lib.train_step(s, inputs, pool, model=model, tx=tx, schedule=schedule,
@@ -109,7 +120,7 @@ def test_bfloat16_loss_curve_follows_float32_on_digits():
       return new, new.loss_sum - s.loss_sum
 
     _, losses = jax.jit(lambda s: jax.lax.scan(body, s, None, length=steps))(state)
-    curves[dtype] = np.asarray(losses).reshape(-1, 50).mean(axis=1)
+    curves[dtype] = np.asarray(losses).reshape(-1, window).mean(axis=1)
   f32, bf16 = curves["float32"], curves["bfloat16"]
   np.testing.assert_array_less(np.abs(bf16 - f32) / f32, 0.05)
   assert f32[-1] < 0.8 * f32[0] and bf16[-1] < 0.8 * bf16[0]

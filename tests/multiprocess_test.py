@@ -36,9 +36,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUMERIC = ("loss", "train_loss", "train_loss_std", "test_loss", "test_loss_std", "f_mem",
            "f_mem_lo", "f_mem_hi", "f_mem_k0.5", "f_mem_k0.25", "ratio_median", "quality",
            "quality_std")
-# configs/test.py (6 runs, MLP on 8x8 digits) shortened: 40 steps, evaluations at 20 and 40.
+# configs/test.py (6 runs, MLP on 8x8 digits) shortened: 40 steps, evaluations at 20 and 40;
+# a device's 2 runs batched with vmap (one copy of the step to compile in each of the five
+# launches, not two; the layout is the same in both processes and the reference).
 OVERRIDES = {"train.num_steps": 40, "eval.times": (20, 40), "train.steps_per_dispatch": 20,
-             "report.auto": False}
+             "report.auto": False, "train.models_axis": "vmap"}
 LAUNCH_TIMEOUT = 240  # seconds; a launch takes ~15 s here
 
 
@@ -139,6 +141,7 @@ def reference_config():
   return c
 
 
+@pytest.mark.slow  # five sweeps, four of them jaxdiff.main launches
 def test_two_processes_equal_one_process_with_resume(tmp_path):
   # The reference: the same sweep in this (one) process on 4 of its 8 CPU devices.
   ref = str(tmp_path / "one")

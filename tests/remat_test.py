@@ -19,13 +19,6 @@ from jaxdiff.models.unet import UNet
 SMALL = dict(width=8, channel_mult=(1, 2), attention=(False, True), num_steps=50)
 
 
-def _loss_and_grads(model, params, x, t, key):
-  def loss(p):
-    out = model.apply({"params": p}, x, t, train=True, rngs={"dropout": key})
-    return jnp.mean(jnp.square(out - x))
-  return jax.jit(jax.value_and_grad(loss))(params)
-
-
 @pytest.fixture(scope="module")
 def setup():
   rng = np.random.default_rng(0)
@@ -35,19 +28,41 @@ def setup():
   return x, t, params
 
 
-@pytest.mark.parametrize("remat", ["convs", "full"])
-def test_remat_gives_the_same_loss_and_gradients(setup, remat):
+@pytest.fixture(scope="module")
+def compiled(setup):
+  """remat -> the compiled (loss, grads) of the U-Net's training loss, the dropout key an
+  argument: each remat option is compiled once for the whole module (the gradient test
+  calls it with two keys, the FLOP test reads its cost analysis)."""
   x, t, params = setup
+  programs = {}
+
+  def get(remat):
+    if remat not in programs:
+      model = UNet(**SMALL, remat=remat)
+
+      def loss(p, key):
+        out = model.apply({"params": p}, x, t, train=True, rngs={"dropout": key})
+        return jnp.mean(jnp.square(out - x))
+      programs[remat] = jax.jit(jax.value_and_grad(loss)).lower(
+          params, jax.random.PRNGKey(0)).compile()
+    return programs[remat]
+
+  return get
+
+
+@pytest.mark.parametrize("remat", ["convs", "full"])
+def test_remat_gives_the_same_loss_and_gradients(setup, compiled, remat):
+  _, _, params = setup
   key = jax.random.PRNGKey(3)
-  ref_loss, ref_grads = _loss_and_grads(UNet(**SMALL), params, x, t, key)
-  loss, grads = _loss_and_grads(UNet(**SMALL, remat=remat), params, x, t, key)
+  ref_loss, ref_grads = compiled("none")(params, key)
+  loss, grads = compiled(remat)(params, key)
   # Parameter names are unchanged by nn.remat (interop's mapping still applies).
   assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
   for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
   # Dropout is on: a different key changes the loss, so equal losses mean equal masks.
-  other, _ = _loss_and_grads(UNet(**SMALL, remat=remat), params, x, t, jax.random.PRNGKey(4))
+  other, _ = compiled(remat)(params, jax.random.PRNGKey(4))
   assert abs(float(other) - float(loss)) > 1e-6
 
 
@@ -63,15 +78,11 @@ def test_saved_activations_shrink_with_remat_and_bfloat16():
   assert 1.8 * saved["none", "float32"] < double < 2.0 * saved["none", "float32"]
 
 
-def test_full_remat_recomputes_in_the_compiled_step(setup):
+def test_full_remat_recomputes_in_the_compiled_step(compiled):
   # XLA:CPU merges the recomputation back into the forward pass (its temporaries do
   # not drop: plan.memory_options), but the FLOPs show the recomputed forward pass.
-  x, t, params = setup
   def flops(remat):
-    m = UNet(**SMALL, remat=remat)
-    loss = lambda p: jnp.sum(m.apply({"params": p}, x, t, train=True,
-                                     rngs={"dropout": jax.random.PRNGKey(0)}))
-    cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+    cost = compiled(remat).cost_analysis()
     return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
   assert flops("full") > 1.15 * flops("none")
 

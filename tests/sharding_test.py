@@ -1,12 +1,18 @@
 """Laying runs out on a device: `lift` (unroll / vmap) and `map_groups` (G runs at a time)
-compute the same per-run function; grouping bounds the memory of a program."""
+compute the same per-run function; grouping bounds the memory of a program; and the
+trainer itself (train.Sweep on a real tiny sweep) gives the same rows and parameters
+under models_axis = vmap as under unroll."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import test as test_config
+from jaxdiff import checkpointing
+from jaxdiff import fileio
 from jaxdiff import models_axis
+from jaxdiff import train
 
 
 def one_run(per_model, shared):
@@ -59,3 +65,68 @@ def test_groups_bound_the_temporaries(strategy):
   all_at_once, grouped = temp(0), temp(2)
   assert all_at_once >= 8 * 2 * activations, all_at_once
   assert grouped < all_at_once / 2, (grouped, all_at_once)
+
+
+# ------------------------------------------------ the trainer: vmap equals unroll
+
+
+def _tiny_sweep_config(models_axis, models_group=0):
+  """configs/test.py cut to 4 runs (n = 8, 16 x seeds 0, 1) and 40 steps, 2 evaluations."""
+  c = test_config.get_config()
+  c.data.n_train, c.data.seeds = (8, 16), (0, 1)
+  c.model.width = 16
+  c.train.update(num_steps=40, steps_per_dispatch=20, models_axis=models_axis,
+                 models_group=models_group)
+  c.eval.update(times=(20, 40), num_samples=16, sample_batch=16, sampler_steps=5,
+                n_bootstrap=50, grid_runs=0, quality="pixel_fd", fid_set_size=50)
+  c.report.auto = False
+  return c
+
+
+@pytest.fixture(scope="module")
+def unrolled(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("unroll"))
+  train.train_and_evaluate(_tiny_sweep_config("unroll"), wd, devices=jax.devices()[:1])
+  return wd
+
+
+@pytest.mark.parametrize("models_group", [0, pytest.param(3, marks=pytest.mark.slow)])
+def test_trainer_under_vmap_equals_unroll(unrolled, tmp_path, models_group):
+  """The same 4-run sweep (train.Sweep on one device, every run on it) with the models
+  axis batched by vmap (all 4 at once, or 3 then 1) and unrolled (one copy per run): the
+  same metrics rows and final parameters, to float32 reassociation (vmap batches the
+  matmuls, which may sum in another order)."""
+  wd = str(tmp_path / "vmap")
+  sweep = train.Sweep(_tiny_sweep_config("vmap", models_group), wd,
+                      devices=jax.devices()[:1])
+  assert sweep.strategy == "vmap" and sweep.table.num_runs == 4
+  sweep.run()
+  want = {(r["step"], r["run"]): r for r in fileio.read_jsonl(f"{unrolled}/metrics.jsonl")}
+  got = {(r["step"], r["run"]): r for r in fileio.read_jsonl(f"{wd}/metrics.jsonl")}
+  assert sorted(got) == sorted(want) == [(s, r) for s in (20, 40) for r in range(4)]
+  for key, row in want.items():
+    for name in ("loss", "train_loss", "test_loss", "f_mem", "ratio_median", "quality"):
+      np.testing.assert_allclose(got[key][name], row[name], rtol=2e-4, atol=1e-5,
+                                 err_msg=f"{key} {name}")
+  final = lambda d: checkpointing.Checkpointer(d).restore_arrays()["params"]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               final(unrolled), final(wd))
+
+
+def test_sweep_programs_communicate_only_over_data():
+  """compile_check_test's layout checks at test size (it compiles the paper's CelebA sweep
+  for 16 devices; slow): the models axis split over devices, 2 runs per device batched
+  with vmap, each run's batch split over 2 'data' devices. The compiled chunk only
+  all-reduces over each run's 2 'data' devices, updates the donated state in place, and
+  the evaluation has no cross-device operation."""
+  from jaxdiff import plan
+  c = _tiny_sweep_config("vmap")
+  c.train.data_parallel = 2
+  p = plan.make_plan(c, jax.devices()[:4], probe_steps=0, device_memory=2**40,
+                     roofline=False)
+  assert p.mesh_shape == {"models": 2, "data": 2}
+  assert (p.num_runs, p.num_padded, p.runs_per_device, p.strategy) == (4, 4, 2, "vmap")
+  assert p.chunk.outputs - p.chunk.aliased < 0.01 * p.resident["state"], p.chunk
+  assert set(p.collectives["chunk"]) == {"all-reduce"}, p.collectives
+  assert set(p.collectives["chunk"]["all-reduce"]) == {2}, p.collectives
+  assert p.collectives["evaluate"] == {}, p.collectives

@@ -8,7 +8,7 @@
 plus the batch policies, divergence handling and workdir refusal.
 """
 
-import logging
+import contextlib
 import os
 
 import jax
@@ -72,32 +72,38 @@ def assert_rows_close(a, b, rtol, atol):
 REF = {"data.n_train": (8, 16), "data.seeds": (0, 1), "train.steps_per_dispatch": 15}
 
 
-class _CompileCounter(logging.Handler):
-  """Counts XLA compilations of the chunk program (jax.log_compiles messages)."""
+# The per-device training function inside Programs.chunk (jit(shard_map(...))): its
+# traces are what a new chunk length or n-grid would add.
+CHUNK_FUNCTION = "chunk_local"
 
-  def __init__(self):
-    super().__init__()
-    self.count = 0
 
-  def emit(self, record):
-    if "Finished XLA compilation of jit(chunk_local)" in record.getMessage():
-      self.count += 1
+@contextlib.contextmanager
+def count_traces(fun_name):
+  """Counts the times JAX traces the jitted function named `fun_name` (jax.monitoring's
+  trace events: one per cache miss of jit, whether or not the persistent compilation
+  cache then has the executable), so `counts["traces"] == 1` says "compiled once"."""
+  counts = {"traces": 0}
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/jaxpr_trace_duration" and kwargs.get("fun_name") == fun_name:
+      counts["traces"] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   """One sweep (n = 8, 16 x seeds 0, 1 on one device) that the tests compare against."""
   workdir = str(tmp_path_factory.mktemp("ref"))
-  counter = _CompileCounter()
-  logger = logging.getLogger("jax._src.dispatch")
-  logger.addHandler(counter)
-  try:
-    with jax.log_compiles(True):
-      sweep = train.Sweep(tiny_config(**REF), workdir, devices=jax.devices()[:1])
-      sweep.run()  # chunks of 15, 5, 15, 5 steps
-  finally:
-    logger.removeHandler(counter)
-  return workdir, sweep, counter.count
+  with count_traces(CHUNK_FUNCTION) as counts:
+    sweep = train.Sweep(tiny_config(**REF), workdir, devices=jax.devices()[:1])
+    sweep.run()  # chunks of 15, 5, 15, 5 steps
+  return workdir, sweep, counts["traces"]
 
 
 def test_run_alone_equals_run_in_sweep(reference, tmp_path):
@@ -159,22 +165,17 @@ def test_resume_equals_uninterrupted(reference, tmp_path):
 
 def test_chunk_compiled_once_for_lengths_and_n_grids(reference):
   _, sweep, compiles = reference
-  assert compiles == 1  # chunks of 15 and 5 steps: one program
+  assert compiles == 1  # chunks of 15 and 5 steps: one program (the counter counts)
   # A different n-grid of the same size (capacity 16) runs on the same executable.
   other = runs_lib.build_run_table(tiny_config(**dict(REF, **{"data.n_train": (5, 13)})))
   assert other.capacity == sweep.table.capacity
   inputs = sweep.make_inputs(other)
   state = sweep.programs.init(inputs)
-  counter = _CompileCounter()
-  logger = logging.getLogger("jax._src.dispatch")
-  logger.addHandler(counter)
-  try:
-    with jax.log_compiles(True):
-      state = sweep.programs.chunk(state, inputs, sweep.pool, jnp.asarray(3, jnp.int32))
-  finally:
-    logger.removeHandler(counter)
-  assert counter.count == 0
+  with count_traces(CHUNK_FUNCTION) as counts:
+    state = sweep.programs.chunk(state, inputs, sweep.pool, jnp.asarray(3, jnp.int32))
+  assert counts["traces"] == 0
   assert int(state.step[0]) == 3
+
 
 
 def test_foreign_workdir_refused(reference, tmp_path):
