@@ -46,3 +46,25 @@ else:
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_compilation_cache_max_size", 16 * 2**30)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_configure(config):
+  # The controller of an xdist run fixes the run id its workers name the cache by, so
+  # that it can remove the cache when the run ends.
+  if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist"):
+    if getattr(config.option, "testrunuid", "") is None:
+      import uuid
+      config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_unconfigure(config):
+  # One test run's cache is of no use to the next (new code, new programs): removed by
+  # the process that owns it (the xdist controller, or a run without workers).
+  if hasattr(config, "workerinput"):
+    return
+  import shutil
+  run_id = getattr(config.option, "testrunuid", None)
+  for path in {_CACHE if not _RUN_ID else None,
+               os.path.join(tempfile.gettempdir(), f"jaxdiff-xla-cache-{run_id}")
+               if run_id else None} - {None}:
+    shutil.rmtree(path, ignore_errors=True)
