@@ -85,6 +85,7 @@ def test_prediction_interval_covers_the_true_onset_at_n():
   assert np.median(widths) < 4.0
 
 
+@pytest.mark.slow  # pilot sweeps (the prediction itself: the coverage test above)
 def test_advise_end_to_end_and_resume(tmp_path, monkeypatch):
   workdir = str(tmp_path / "pilots")
   result = advise.advise(_tiny_config(), workdir, 64, pilot_sizes="4,8")

@@ -186,6 +186,7 @@ def _metrics(workdir):
   return [{k: v for k, v in r.items() if k not in drop and "time" not in k} for r in rows]
 
 
+@pytest.mark.slow  # two sweeps (the data equality: the float-TIFF test above)
 def test_folder_sweep_trains_to_the_same_metrics_as_the_builtin_digits(tiff_folder, tmp_path):
   from jaxdiff import train  # pylint: disable=g-import-not-at-top
   cfg = _tiny_sweep()
