@@ -379,7 +379,7 @@ def _save_grids(ctx, step: int, outs: dict, diverged) -> None:
   if not (ids and ctx.table.num_runs and cfg.eval.grid_samples > 0
           and outs["grid_samples"].ndim == 5):
     return
-  from jaxdiff.metrics import grids
+  from jaxdiff.findings import grids
   runs = {r.run: r for r in ctx.table.runs}
   grids.save_sample_grid(
       os.path.join(ctx.workdir, "samples", f"step_{step:09d}.png"),
