@@ -71,7 +71,7 @@ def _block(tree):
   jax.tree_util.tree_map(lambda a: a.block_until_ready(), tree)
 
 
-def compile_mode(mode: str, width: int, k: int, params, batch):
+def compile_mode(mode: str, model: UNet, k: int, params, batch):
   """Compiles one mode ahead of time.
 
   Returns:
@@ -80,7 +80,7 @@ def compile_mode(mode: str, width: int, k: int, params, batch):
     `separate`, made once here so that slicing is not timed).
   """
   batching = mode.split(":")[1] if mode.startswith("vmap:") else "native"
-  step = make_step(UNet(width=width, conv_batching=batching))
+  step = make_step(model.clone(conv_batching=batching))
   if mode == "separate":
     per_model = [(jax.tree.map(lambda a, i=i: a[i], params),
                   tuple(b[i] for b in batch)) for i in range(k)]
@@ -105,7 +105,7 @@ def compile_mode(mode: str, width: int, k: int, params, batch):
   raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
 
 
-def time_modes(modes, width, k, params, batch, reps):
+def time_modes(modes, model, k, params, batch, reps):
   """{mode: (compile seconds, median seconds per K-model step)}.
 
   The modes compile concurrently (XLA releases the GIL), which shortens the run on a
@@ -117,7 +117,7 @@ def time_modes(modes, width, k, params, batch, reps):
 
   def timed_compile(mode):
     t0 = time.perf_counter()
-    out = compile_mode(mode, width, k, params, batch)
+    out = compile_mode(mode, model, k, params, batch)
     return out, time.perf_counter() - t0
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=len(modes)) as pool:
@@ -143,6 +143,11 @@ def main():
   parser.add_argument("--channels", type=int, default=1)
   parser.add_argument("--reps", type=int, default=3, help="timed K-steps per mode")
   parser.add_argument("--modes", default=",".join(MODES))
+  parser.add_argument("--channel_mult", default="1,2,4",
+                      help="U-Net channel multipliers per level (the paper: 1,2,4)")
+  parser.add_argument("--attention", default="0,1,1",
+                      help="self-attention per level, 0/1 (the paper: 0,1,1)")
+  parser.add_argument("--num_res_blocks", type=int, default=2)
   args = parser.parse_args()
   modes = args.modes.split(",")
   for mode in modes:
@@ -161,7 +166,9 @@ def main():
         f"{'model-steps/s':>14} {'vs separate':>12}")
   rng = np.random.default_rng(0)
   for width in (int(w) for w in args.widths.split(",")):
-    model = UNet(width=width)
+    model = UNet(width=width, num_res_blocks=args.num_res_blocks,
+                 channel_mult=tuple(int(m) for m in args.channel_mult.split(",")),
+                 attention=tuple(a == "1" for a in args.attention.split(",")))
     x1 = jnp.zeros((1, s, s, c))
     t1 = jnp.zeros((1,), jnp.int32)
     keys = jax.random.split(jax.random.key(0), k)
@@ -173,7 +180,7 @@ def main():
              jnp.asarray(rng.integers(0, 1000, (k, b)), jnp.int32),
              jnp.asarray(rng.standard_normal((k, b, s, s, c)), jnp.float32),
              jax.random.split(jax.random.key(1), k))
-    results = time_modes(modes, width, k, params, batch, args.reps)
+    results = time_modes(modes, model, k, params, batch, args.reps)
     base = results["separate"][1]
     for mode in modes:
       first, sec = results[mode]

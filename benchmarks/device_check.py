@@ -48,7 +48,10 @@ FULL = dict(width=32, image_size=32, batches=(512, 128), runs=(1, 2, 4, 8, 9),
                                            "metrics": 50})
 # The smoke run: every code path, tiny, float32 only (XLA:CPU compiles bfloat16 U-Nets
 # 3-7x slower than float32 ones: 200 s for a W = 8 step on the shared 2-core machine).
+# Its U-Net keeps one of each block (a ResBlock, attention, a down- and an upsampling)
+# at two levels of width 8: the paper's three levels of two ResBlocks compile 4-5x longer.
 SMOKE = dict(width=8, image_size=8, batches=(8,), runs=(2,), axes=("vmap", "unroll"),
+             model=dict(channel_mult=(1, 1), attention=(False, True), num_res_blocks=1),
              dtypes=("float32",), steps=2, repeats=1, groups=(1,),
              num_samples=64, n_train=256, inception_batch=2, inception_images=2,
              budget={"throughput": 1e9, "memory": 1e9, "metrics": 1e9})  # every path runs
@@ -92,6 +95,7 @@ def _throughput_config(size: dict, batch: int, dtype: str):
   from configs import base
   c = base.get_config()
   c.model.width = size["width"]
+  c.model.update(size.get("model", {}))
   c.model.dtype = dtype
   c.train.batch_size = batch
   return c
@@ -192,6 +196,7 @@ def _celeba(size: dict, group: int, remat: str = "none", dtype: str = "float32")
   c.model.dtype = dtype
   if size is SMOKE:  # tiny: same programs, two small runs
     c.model.width = 8
+    c.model.update(size["model"])
     c.data.image_size = 8
     c.data.n_train = (8, 16)
     c.data.num_test = 8

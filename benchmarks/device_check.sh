@@ -83,7 +83,8 @@ echo "gpu tests (exit $PYTEST_RC): $SUMMARY"
 
 # 3 before 2 in time, reported together: conv_models_axis under a timeout.
 if [[ ${#SMOKE[@]} -gt 0 ]]; then
-  CONV_ARGS=(--k 2 --widths 8 --image_size 8 --batch 2 --reps 1 --modes vmap:unroll)
+  CONV_ARGS=(--k 2 --widths 8 --image_size 8 --batch 2 --reps 1 --modes vmap:unroll
+             --channel_mult 1,1 --attention 0,1 --num_res_blocks 1)
   CONV_TIMEOUT=300
 else
   CONV_ARGS=(--k 8 --widths 32 --image_size 32 --batch 128 --reps 3)

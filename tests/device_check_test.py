@@ -13,7 +13,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_device_check_smoke(tmp_path):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
   env.update(JAX_PLATFORMS="cpu")
   res = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"),
                         str(tmp_path), "--smoke"], cwd=ROOT, env=env, capture_output=True,

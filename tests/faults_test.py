@@ -445,7 +445,6 @@ def test_sigterm_exits_75_and_resumes(reference, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
-  env.pop("XLA_FLAGS", None)
   proc = subprocess.Popen([sys.executable, "-m", "jaxdiff.main", "--config=configs/test.py",
                            "--config.train.models_axis=vmap", f"--workdir={wd}"],
                           cwd=ROOT, env=env, text=True,
@@ -471,7 +470,6 @@ def test_cli_exit_code_when_some_runs_diverge(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
-  env.pop("XLA_FLAGS", None)
   result = subprocess.run(
       [sys.executable, "-m", "jaxdiff.main", "--config=configs/test.py", f"--workdir={wd}",
        "--config.optim.lr=1e-3,1e6", "--config.data.n_train=8", "--config.data.seeds=0",

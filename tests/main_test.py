@@ -42,7 +42,6 @@ def env():
   e["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
   e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
   e["JAX_PLATFORMS"] = "cpu"
-  e.pop("XLA_FLAGS", None)
   return e
 
 

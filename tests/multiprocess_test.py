@@ -61,7 +61,6 @@ def env_for(process_id=None, num_processes=None, port=None, devices=2, init_time
   for name in list(e):  # nothing from the pytest process's own JAX set-up or a cluster
     if name.startswith(("JAXDIFF_", "SLURM_", "OMPI_", "TPU_", "MEGASCALE_")):
       del e[name]
-  e.pop("XLA_FLAGS", None)
   e.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), PYTHONUNBUFFERED="1")
   # The session's compilation cache (tests/conftest.py): the second launch reuses the
   # programs the first one compiled.

@@ -25,7 +25,6 @@ MLP_PARAMS = W * (2 * D + 13) + D + 6 * W * W  # 10,720
 
 def run_plan(*args, devices=2):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
   env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")

@@ -216,7 +216,6 @@ def test_rerun_from_the_command_line_prints_the_summary(finished):
   flags = [f"--config.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
            for k, v in OVERRIDES.items()]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   result = subprocess.run([sys.executable, "-m", "jaxdiff.main", "--config=configs/test.py",
                            f"--workdir={wd}", *flags], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

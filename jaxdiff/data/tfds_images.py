@@ -498,8 +498,9 @@ class _BlockCache:
 # ---------------------------------------------------------------------- the registry
 
 
-def _fixed_source(name: str, description: str) -> registry.DatasetSource:
-  spec = _TFDS[name]
+def _source(name: str, spec, description: str) -> registry.DatasetSource:
+  """The registry entry of a TFDS image dataset: labelled when `spec` names a label, its
+  native size checked against the config (the prepared data may say more: checked on load)."""
   labelled = spec.label_key is not None
   return registry.DatasetSource(
       name=name, kind="image", labelled=labelled,
@@ -509,8 +510,10 @@ def _fixed_source(name: str, description: str) -> registry.DatasetSource:
       loader=lambda cfg, **kw: _load_tfds(name, cfg, **kw), description=description)
 
 
-CELEB_A = registry.register(_fixed_source("celeb_a", "CelebA, in image-file order (TFDS)"))
-CIFAR10 = registry.register(_fixed_source("cifar10", "CIFAR-10, train then test split (TFDS)"))
+CELEB_A = registry.register(
+    _source("celeb_a", _TFDS["celeb_a"], "CelebA, in image-file order (TFDS)"))
+CIFAR10 = registry.register(
+    _source("cifar10", _TFDS["cifar10"], "CIFAR-10, train then test split (TFDS)"))
 
 # TFDS names: NAME, NAME/CONFIG, NAME:VERSION (as tfds.builder takes them).
 _TFDS_NAME = re.compile(r"[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9.]+)?")
@@ -528,16 +531,7 @@ def _resolve(name: str) -> registry.DatasetSource:
     raise errors.ConfigError("data.dataset", name, f"one of {registry.names()}")
   if tfds_name in _TFDS:
     return registry.source_for(tfds_name)  # "tfds:celeb_a" is celeb_a
-  spec = _tfds_spec(name, "")
-  labelled = spec.label_key is not None
-  return registry.DatasetSource(
-      name=name, kind="image", labelled=labelled,
-      default_quality="classifier_fd" if labelled else "pixel_fd",
-      item_shape=dataset_lib.image_shape,
-      # The native size is the builder's; the prepared data may say more (checked on load).
-      checks=functools.partial(_check, name, spec.native_hw),
-      loader=lambda cfg, **kw: _load_tfds(name, cfg, **kw),
-      description=f"{tfds_name} of tensorflow-datasets")
+  return _source(name, _tfds_spec(name, ""), f"{tfds_name} of tensorflow-datasets")
 
 
 TFDS = registry.register(registry.DatasetSource(
