@@ -37,6 +37,12 @@ def fail(message: str, code: int = EXIT_USER) -> NoReturn:
   sys.exit(code)
 
 
+def say(message: str) -> None:
+  """A progress line on stderr ("jaxdiff: ...") that does not break a tqdm progress bar."""
+  from tqdm.auto import tqdm
+  tqdm.write(f"jaxdiff: {message}", file=sys.stderr)
+
+
 def one_line(error: BaseException) -> str:
   """An exception's message (and its cause's) folded into one line, tracebacks cut."""
   parts = [str(error)]

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import numpy as np
 
+from jaxdiff import cli
 from jaxdiff import fileio
-
-
-def _say(message: str) -> None:
-  """A progress line that does not break the progress bar."""
-  from tqdm.auto import tqdm
-  tqdm.write(f"jaxdiff: {message}", file=sys.stderr)
 
 
 def summary_line(rows: list[dict]) -> str:
@@ -68,7 +62,7 @@ class Metrics:
     if aside:
       to = os.path.join(os.path.dirname(self.path), self.ASIDE)
       fileio.set_aside_lines(self.path, aside, to)
-      _say(f"{self.path}: moved {len(aside)} damaged or repeated line(s) "
+      cli.say(f"{self.path}: moved {len(aside)} damaged or repeated line(s) "
            f"(line {', '.join(map(str, sorted(aside)))}) to {to}; their rows are recomputed "
            "where a checkpoint of their step is kept")
 
@@ -182,7 +176,7 @@ class Writer:
             self.tb.add_scalar(f"{name}/{tag}", row[name], step)
       self.tb.flush()
     if rows:
-      _say(f"step {step}: " + summary_line(rows))
+      cli.say(f"step {step}: " + summary_line(rows))
     for output in self.outputs:
       if output.save is not None:
         output.save(self, step, outs, diverged)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 
 import jax
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import checkpointing
+from jaxdiff import cli
 from jaxdiff import data
 from jaxdiff import distributed
 from jaxdiff import eval_times
@@ -42,12 +42,6 @@ from jaxdiff import setup
 from jaxdiff import sharding
 from jaxdiff import workdir as workdir_lib
 from jaxdiff.errors import JaxdiffError
-
-def _say(message: str) -> None:
-  """A progress line that does not break the progress bar."""
-  from tqdm.auto import tqdm
-  tqdm.write(f"jaxdiff: {message}", file=sys.stderr)
-
 
 # Exit codes of `python -m jaxdiff.main` (README "Outputs"): 0 finished, 2 a user mistake
 # or an unusable workdir, and these two.
@@ -232,16 +226,16 @@ class Sweep:
     abstract = programs.abstract_state(inputs)
     wall_time = 0.0
     diverged: dict[int, dict] = {}
-    restored = ckpt.restore_latest(abstract, self.mesh, say=_say if is_main else logging.info)
+    restored = ckpt.restore_latest(abstract, self.mesh, say=cli.say if is_main else logging.info)
     if restored is not None:
       state, record, step = restored
       wall_time = float(record.get("wall_time", 0.0))
       diverged = {int(k): v for k, v in (record.get("diverged") or {}).items()}
       if is_main:
-        _say(f"resumed {workdir} at step {step}")
+        cli.say(f"resumed {workdir} at step {step}")
     else:
       if self.resumed and metrics.keys and is_main:
-        _say(f"{workdir} has metrics but no checkpoint: restarting from step 0 (rows "
+        cli.say(f"{workdir} has metrics but no checkpoint: restarting from step 0 (rows "
              "already written are not written again)")
       state = programs.init(inputs)
       step = 0
@@ -280,13 +274,13 @@ class Sweep:
         old_state, old_record = ckpt.restore_padded(abstract, s, self.mesh)
         old_diverged = {int(k): v for k, v in (old_record.get("diverged") or {}).items()}
         if is_main:
-          _say(f"step {s}: recomputing the rows of runs {metrics.missing(s)} from its "
+          cli.say(f"step {s}: recomputing the rows of runs {metrics.missing(s)} from its "
                "checkpoint")
         run_evaluation(old_state, s, old_diverged)
         writer.commit(s)
         del old_state
       elif is_main:
-        _say(f"step {s}: the rows of runs {metrics.missing(s)} are missing from "
+        cli.say(f"step {s}: the rows of runs {metrics.missing(s)} are missing from "
              f"{metrics.path} and cannot be recomputed (no checkpoint of step {s} is kept); "
              "the report lists them as missing")
     if step in steps_to_eval:
@@ -320,7 +314,7 @@ class Sweep:
                 step=int(target), frozen_at=int(step),
                 reason=f"non-finite {what} between steps {step} and {target}")
             if is_main:
-              _say(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g}) diverged: "
+              cli.say(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g}) diverged: "
                    f"{diverged[r.run]['reason']}; frozen at step {step}, the other runs go on")
               self.write_run_table(diverged)
           if diverged:
@@ -471,10 +465,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
     if rewrite_report or (path is not None and not os.path.isfile(path)):
       from jaxdiff.findings import report
       path = report.write_report([workdir])
-      _say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}); "
+      cli.say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}); "
            "its report is written again")
     else:
-      _say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}): "
+      cli.say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}): "
            "nothing trained or rewritten (--rewrite_report writes its report again; a "
            "larger --config.train.num_steps trains on)")
     if marker.get("diverged"):

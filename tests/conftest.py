@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # fusion and buffer assignment are the same at every level (memory and collectives do
 # not change). The value replaces any XLA_FLAGS of the caller's shell (a forced device
 # count would change the tests' meshes) and is inherited by the tests' subprocesses.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
+TEST_XLA_FLAGS = os.environ.get("JAXDIFF_TEST_XLA_FLAGS",
+                                "--xla_backend_optimization_level=0")
 os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
 
 import jax  # noqa: E402

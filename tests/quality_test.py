@@ -66,7 +66,7 @@ def digits():
 
 def test_classifier_fd_on_digits_ranks_sample_quality(digits, tmp_path, monkeypatch):
   x_train, y_train, ref, other, y_other = digits
-  cfg = quality.ClassifierConfig(steps=300)
+  cfg = quality.ClassifierConfig(steps=150, batch_size=64)
   metric = quality.make_quality_metric(
       "classifier_fd", reference_sets=[ref], train_images=x_train, train_labels=y_train,
       cache_dir=str(tmp_path), seed=1, classifier=cfg)
