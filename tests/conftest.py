@@ -9,14 +9,16 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# XLA:CPU compiles at LLVM's optimisation level 1 in the tests, not the default 2: most
+# XLA:CPU compiles at LLVM's optimisation level 0 in the tests, not the default 2: most
 # test programs are small and run a few steps, so compiling dominates. Measured on the
-# 2-core machine: an MLP sweep's init, chunk and evaluation compile in 6.1 s at level 1,
-# 7.5-9.5 s at 2, 4.7 s at 0; but level-0 code runs a 300-step classifier training 8x
-# slower (114 s against 14 s at level 1), so 1 is the cheapest level overall. HLO passes,
-# fusion and buffer assignment are the same at every level (memory and collectives do
-# not change). The value replaces any XLA_FLAGS of the caller's shell (a forced device
-# count would change the tests' meshes) and is inherited by the tests' subprocesses.
+# 2-core machine: an MLP sweep's init, chunk and evaluation compile in 4.7 s at level 0,
+# 6.1 s at 1, 7.5-9.5 s at 2; train_test and sharding_test together take 113-125 s at
+# level 0 against 136-157 s at level 1. Level-0 code runs long loops slower (a 300-step
+# classifier training: 114 s against 14 s at level 1), so the few tests whose steps
+# dominate keep their loops short. HLO passes, fusion and buffer assignment are the same
+# at every level (memory and collective checks do not change). The value replaces any
+# XLA_FLAGS of the caller's shell (a forced device count would change the tests' meshes)
+# and is inherited by the tests' subprocesses; JAXDIFF_TEST_XLA_FLAGS overrides it.
 TEST_XLA_FLAGS = os.environ.get("JAXDIFF_TEST_XLA_FLAGS",
                                 "--xla_backend_optimization_level=0")
 os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
