@@ -19,8 +19,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # at every level (memory and collective checks do not change). The value replaces any
 # XLA_FLAGS of the caller's shell (a forced device count would change the tests' meshes)
 # and is inherited by the tests' subprocesses; JAXDIFF_TEST_XLA_FLAGS overrides it.
-TEST_XLA_FLAGS = os.environ.get("JAXDIFF_TEST_XLA_FLAGS",
-                                "--xla_backend_optimization_level=0")
+# On a machine with an NVIDIA GPU (the `gpu` tests of benchmarks/device_check.sh) XLA's
+# defaults stay: the level applies to GPU kernels too.
+import shutil  # noqa: E402
+
+TEST_XLA_FLAGS = os.environ.get(
+    "JAXDIFF_TEST_XLA_FLAGS",
+    "" if shutil.which("nvidia-smi") else "--xla_backend_optimization_level=0")
 os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
 
 import jax  # noqa: E402
