@@ -63,8 +63,8 @@ class Metrics:
       to = os.path.join(os.path.dirname(self.path), self.ASIDE)
       fileio.set_aside_lines(self.path, aside, to)
       cli.say(f"{self.path}: moved {len(aside)} damaged or repeated line(s) "
-           f"(line {', '.join(map(str, sorted(aside)))}) to {to}; their rows are recomputed "
-           "where a checkpoint of their step is kept")
+              f"(line {', '.join(map(str, sorted(aside)))}) to {to}; their rows are recomputed "
+              "where a checkpoint of their step is kept")
 
   def complete(self, step: int) -> bool:
     return all((step, r.run) in self.keys for r in self.table.runs)

@@ -236,7 +236,7 @@ class Sweep:
     else:
       if self.resumed and metrics.keys and is_main:
         cli.say(f"{workdir} has metrics but no checkpoint: restarting from step 0 (rows "
-             "already written are not written again)")
+                "already written are not written again)")
       state = programs.init(inputs)
       step = 0
     if is_main:
@@ -275,14 +275,14 @@ class Sweep:
         old_diverged = {int(k): v for k, v in (old_record.get("diverged") or {}).items()}
         if is_main:
           cli.say(f"step {s}: recomputing the rows of runs {metrics.missing(s)} from its "
-               "checkpoint")
+                  "checkpoint")
         run_evaluation(old_state, s, old_diverged)
         writer.commit(s)
         del old_state
       elif is_main:
         cli.say(f"step {s}: the rows of runs {metrics.missing(s)} are missing from "
-             f"{metrics.path} and cannot be recomputed (no checkpoint of step {s} is kept); "
-             "the report lists them as missing")
+                f"{metrics.path} and cannot be recomputed (no checkpoint of step {s} is kept); "
+                "the report lists them as missing")
     if step in steps_to_eval:
       state = programs.reset_losses(state)
 
@@ -315,7 +315,7 @@ class Sweep:
                 reason=f"non-finite {what} between steps {step} and {target}")
             if is_main:
               cli.say(f"run {r.run} (n={r.n}, seed={r.seed}, lr={r.lr:g}) diverged: "
-                   f"{diverged[r.run]['reason']}; frozen at step {step}, the other runs go on")
+                      f"{diverged[r.run]['reason']}; frozen at step {step}, the other runs go on")
               self.write_run_table(diverged)
           if diverged:
             mask = np.zeros((padded,), bool)
@@ -466,11 +466,11 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: int | None = None,
       from jaxdiff.findings import report
       path = report.write_report([workdir])
       cli.say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}); "
-           "its report is written again")
+              "its report is written again")
     else:
       cli.say(f"{workdir} is already finished (step {steps} of train.num_steps = {steps}): "
-           "nothing trained or rewritten (--rewrite_report writes its report again; a "
-           "larger --config.train.num_steps trains on)")
+              "nothing trained or rewritten (--rewrite_report writes its report again; a "
+              "larger --config.train.num_steps trains on)")
     if marker.get("diverged"):
       raise TrainingDiverged(marker["diverged"], report=path)
     return path
