@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -30,6 +31,26 @@ def summary_line(rows: list[dict]) -> str:
     parts.append(f"n={n} f_mem={f:.3f}" + (f" q={np.mean(q):.3g}" if q else ""))
   return " | ".join(parts)
 
+
+
+def _summary_writer(logdir):
+  """tensorboardX's SummaryWriter, imported without torch.
+
+  tensorboardX imports torch at import time whenever it is installed, only so that its
+  writer also accepts torch tensors; that import is 2.5 s of every sweep's start on the
+  2-core machine. The writer is given Python floats, so torch is hidden while tensorboardX
+  loads (an entry of None in sys.modules makes `import torch` fail there); a process that
+  has already imported torch keeps it.
+  """
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter(logdir)
 
 class Metrics:
   """Which (step, run) rows metrics.jsonl holds, whole; damaged lines moved aside.
@@ -122,8 +143,7 @@ class Writer:
     self.tb = None
     if is_main:
       try:
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.tb = _summary_writer(os.path.join(workdir, "tensorboard"))
       except ImportError:  # TensorBoard output is optional
         self.tb = None
 

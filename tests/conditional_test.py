@@ -132,7 +132,7 @@ def _tiny_cfg(**overrides):
 @pytest.mark.slow
 def test_tiny_conditional_sweep_end_to_end(tmp_path):
   config = _tiny_cfg()
-  sweep = train.Sweep(config, str(tmp_path / "w"))
+  sweep = train.Sweep(config, str(tmp_path / "w"), devices=jax.devices()[:1])
   assert sweep.inputs["labels"].shape[1] == 32  # [padded runs, capacity]
   # Each run's labels are those of its training block, which alternates the components.
   np.testing.assert_array_equal(np.asarray(sweep.inputs["labels"])[0, :16], np.arange(16) % 2)

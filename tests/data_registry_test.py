@@ -10,6 +10,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -113,7 +114,7 @@ def test_unregistered_it_is_unknown_again(rings):
 
 def test_a_sweep_on_a_registered_dataset_writes_its_rows(rings, tmp_path):
   workdir = str(tmp_path / "rings")
-  train.train_and_evaluate(_rings_config(), workdir)
+  train.train_and_evaluate(_rings_config(), workdir, devices=jax.devices()[:1])
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert len(rows) == 4  # 2 runs x 2 evaluation times
   assert {r["dataset"] for r in rows} == {"rings"}

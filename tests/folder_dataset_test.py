@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -190,9 +191,11 @@ def _metrics(workdir):
 def test_folder_sweep_trains_to_the_same_metrics_as_the_builtin_digits(tiff_folder, tmp_path):
   from jaxdiff import train  # pylint: disable=g-import-not-at-top
   cfg = _tiny_sweep()
-  train.train_and_evaluate(cfg, str(tmp_path / "digits"))
+  # One device for both: the same programs (the second sweep loads them from the test
+  # session's compilation cache).
+  train.train_and_evaluate(cfg, str(tmp_path / "digits"), devices=jax.devices()[:1])
   cfg.data.dataset, cfg.data.path = "folder", tiff_folder
-  train.train_and_evaluate(cfg, str(tmp_path / "folder"))
+  train.train_and_evaluate(cfg, str(tmp_path / "folder"), devices=jax.devices()[:1])
   a, b = _metrics(str(tmp_path / "digits")), _metrics(str(tmp_path / "folder"))
   assert len(a) == len(b) == 4
   assert a == b

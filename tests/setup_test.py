@@ -107,6 +107,7 @@ def test_models_axis_keys_are_checked_in_one_place_before_any_data():
 def test_layout_resolves_auto_per_platform():
   from jaxdiff import models_axis
   c = _config("digits")
+  c.train.models_axis = "auto"  # configs/test.py chooses vmap
   c.train.models_group = 2
   cpu, gpu = models_axis.layout_of(c, "cpu"), models_axis.layout_of(c, "gpu")
   assert (cpu.strategy, gpu.strategy) == ("unroll", "vmap")

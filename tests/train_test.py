@@ -109,7 +109,7 @@ def reference(tmp_path_factory):
 def test_run_alone_equals_run_in_sweep(reference, tmp_path):
   ref, _, _ = reference
   alone = tiny_config(**dict(REF, **{"data.n_train": (16,), "data.seeds": (1,)}))
-  train.train_and_evaluate(alone, str(tmp_path / "alone"))
+  train.train_and_evaluate(alone, str(tmp_path / "alone"), devices=jax.devices()[:1])
   rs, ra = rows_by(ref), rows_by(tmp_path / "alone")
   assert len(rs) == 8 and len(ra) == 2
   for key, row in ra.items():
@@ -217,7 +217,7 @@ def test_divergence_is_reported(tmp_path):
   config = tiny_config(**{"data.n_train": (8, 16), "data.seeds": (0,),
                           "optim.lr": (1e6,), "optim.name": "sgd"})
   with pytest.raises(train.TrainingDiverged, match=r"run 0 \(n=8"):
-    train.train_and_evaluate(config, str(tmp_path / "wd"))
+    train.train_and_evaluate(config, str(tmp_path / "wd"), devices=jax.devices()[:1])
 
 
 def test_data_axis_splits_the_batch(reference, tmp_path):
@@ -244,8 +244,10 @@ def test_train_step_updates_ema():
                                ema_decay=0.9)
   inputs = dict(n=jnp.int32(4), offset=jnp.int32(0), mean=jnp.zeros((2,)), lr=0.01, key=key)
   pool = jax.random.normal(key, (8, 2))
-  new = programs_lib.train_step(state, inputs, pool, model=model, tx=tx,
-                                schedule=diffusion.make_schedule(), spec=spec)
+  # One compiled step (op by op, each primitive would compile on its own: 10 s here).
+  step = jax.jit(lambda s, i, p: programs_lib.train_step(
+      s, i, p, model=model, tx=tx, schedule=diffusion.make_schedule(), spec=spec))
+  new = step(state, inputs, pool)
   assert int(new.step) == 1 and float(new.loss_count) == 1.0
   jax.tree.map(lambda e, old, p: np.testing.assert_allclose(e, 0.9 * old + 0.1 * p, rtol=1e-6),
                new.ema_params, state.params, new.params)
