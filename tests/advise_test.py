@@ -118,6 +118,7 @@ def test_advise_end_to_end_and_resume(tmp_path, monkeypatch):
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line_exit_2(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "jaxdiff.advise", f"--config={ROOT}/configs/test.py",

@@ -46,6 +46,7 @@ def digits_audit(tmp_path_factory):
   return root, workdir, result
 
 
+@pytest.mark.slow
 def test_audit_finds_the_planted_copies(digits_audit):
   _, workdir, r = digits_audit
   assert r["num_samples"] == 100 and r["num_train"] == 1000 and r["num_heldout"] == 300
@@ -71,6 +72,7 @@ def test_audit_finds_the_planted_copies(digits_audit):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
 
 
+@pytest.mark.slow
 def test_rerun_is_finished_and_other_inputs_are_refused(digits_audit):
   root, workdir, r = digits_audit
   again = audit.run_audit(str(root / "train"), str(root / "samples.npz"), workdir,
@@ -80,6 +82,7 @@ def test_rerun_is_finished_and_other_inputs_are_refused(digits_audit):
     audit.run_audit(str(root / "train"), str(root / "samples.npz"), workdir)
 
 
+@pytest.mark.slow
 def test_mismatched_shapes_are_one_line(digits_audit, tmp_path):
   root, _, _ = digits_audit
   big = np.zeros((4, 16, 16, 1), np.uint8)

@@ -28,6 +28,7 @@ def _model_and_params(num_classes=2, width=16, d=8):
   return model, params["params"]
 
 
+@pytest.mark.slow
 def test_guidance_scale_0_and_1_are_the_unconditional_and_conditional_eps():
   model, params = _model_and_params()
   x = jax.random.normal(jax.random.PRNGKey(1), (6, 8))
@@ -58,6 +59,7 @@ def test_unconditional_model_refuses_labels():
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+@pytest.mark.slow
 def test_label_dropout_uses_the_null_class_at_the_configured_rate(rate):
   """train_step hands the network the item's label, or the null class with prob. rate."""
   seen = []

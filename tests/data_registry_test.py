@@ -112,6 +112,7 @@ def test_unregistered_it_is_unknown_again(rings):
     data_lib.register(rings)
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_registered_dataset_writes_its_rows(rings, tmp_path):
   workdir = str(tmp_path / "rings")
   train.train_and_evaluate(_rings_config(), workdir, devices=jax.devices()[:1])

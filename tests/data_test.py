@@ -269,6 +269,7 @@ def test_preprocess_grayscale_and_range():
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_preprocess_matches_torchvision():
   import torch  # pylint: disable=g-import-not-at-top
   from torchvision import transforms  # pylint: disable=g-import-not-at-top

@@ -90,6 +90,7 @@ def test_sampler_indices_match_authors_grid():
 
 @pytest.mark.parametrize("kind,steps,eta", [("ddim", 200, 0.0), ("ddim", 999, 1.0),
                                             ("ddpm", 999, 0.0), ("em", 999, 0.0)])
+@pytest.mark.slow
 def test_samplers_reproduce_gaussian(kind, steps, eta):
   n = 20000
   x = jax.jit(lambda k: diffusion.sample(kind, exact_eps, SCHED, k, (n, 2), steps, eta))(

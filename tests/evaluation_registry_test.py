@@ -119,6 +119,7 @@ def _recomputed_norms(config, workdir, sampler):
           for m in range(len(config.data.n_train) * len(config.data.seeds))]
 
 
+@pytest.mark.slow
 def test_registered_output_and_sampler_reach_rows_tensorboard_and_report(registered, tmp_path):
   config, workdir = _config(), str(tmp_path / "sweep")
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])

@@ -209,6 +209,7 @@ def _metrics_fd(fd):
     return False
 
 
+@pytest.mark.slow
 def test_short_writes_and_full_disk_during_append(reference, tmp_path, monkeypatch):
   """Today a short os.write loses the rest of the rows silently; now every byte is
   written, and ENOSPC ends with a clear resumable error whose rerun completes the rows."""
@@ -241,6 +242,7 @@ def test_short_writes_and_full_disk_during_append(reference, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("line", [-1, 8])  # the last line; line 9 (step 100, run 2)
+@pytest.mark.slow
 def test_cut_line_is_moved_aside_and_recomputed(reference, tmp_path, line):
   """Today the broken line stays and its step is never recomputed."""
   wd = copy_of(reference, tmp_path)
@@ -256,6 +258,7 @@ def test_cut_line_is_moved_aside_and_recomputed(reference, tmp_path, line):
     assert f.read() == cut + "\n"
 
 
+@pytest.mark.slow
 def test_rows_without_checkpoint_are_reported_missing(reference, tmp_path, capsys):
   """Line 3 (step 50): no checkpoint of step 50 is kept, so its row is reported missing
   (and not written twice by anything else)."""
@@ -277,6 +280,7 @@ def test_rows_without_checkpoint_are_reported_missing(reference, tmp_path, capsy
 # ------------------------------------------------------------------ checkpoints
 
 
+@pytest.mark.slow
 def test_latest_checkpoint_deleted(reference, tmp_path):
   """Today the rerun appends the rows of step 200 again (6 duplicates)."""
   wd = copy_of(reference, tmp_path)
@@ -309,6 +313,7 @@ def _corrupt_metadata(step_dir):
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_data, _corrupt_metadata])
+@pytest.mark.slow
 def test_unreadable_latest_checkpoint_falls_back(reference, tmp_path, corrupt, capsys):
   """Today a 156-line orbax traceback; now it is named, moved aside, and step 100 used."""
   wd = copy_of(reference, tmp_path)
@@ -320,6 +325,7 @@ def test_unreadable_latest_checkpoint_falls_back(reference, tmp_path, corrupt, c
   assert_same_rows(reference[1], rows_of(wd))
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_error(reference, tmp_path):
   wd = copy_of(reference, tmp_path)
   for step in ("100", "200"):
@@ -329,6 +335,7 @@ def test_no_readable_checkpoint_is_one_error(reference, tmp_path):
   assert sorted(os.listdir(os.path.join(wd, checkpointing.UNREADABLE))) == ["100", "200"]
 
 
+@pytest.mark.slow
 def test_resume_on_four_devices_from_one(reference, tmp_path):
   """6 runs saved unpadded on 1 device, resumed padded to 8 on 4 devices (today a
   shape ValueError)."""
@@ -339,6 +346,7 @@ def test_resume_on_four_devices_from_one(reference, tmp_path):
   assert_same_rows(reference[1], rows_of(wd), rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint(reference, tmp_path, monkeypatch):
   """Today a traceback; now DiskFullError (one line, exit 2) and the rerun completes."""
   wd = copy_of(reference, tmp_path)
@@ -359,6 +367,7 @@ def test_full_disk_during_checkpoint(reference, tmp_path, monkeypatch):
 # ------------------------------------------------------------------ divergence
 
 
+@pytest.mark.slow
 def test_parameters_non_finite_on_the_last_step_of_a_chunk(reference, tmp_path):
   """Today the loss check misses it and the evaluation crashes for every run; now run 2
   is frozen and marked, the others are evaluated as in the reference."""

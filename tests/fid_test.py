@@ -60,6 +60,7 @@ def test_random_spd_matches_scipy_sqrtm():
         fid.frechet_distance(mu1, s1, mu2, s2), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_matches_pytorch_fid_calculate_frechet_distance():
   fid_score = pytest.importorskip("pytorch_fid.fid_score")

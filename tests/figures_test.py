@@ -110,6 +110,7 @@ def _log_slope(line):
   return math.log(y[-1] / y[0]) / math.log(x[-1] / x[0])
 
 
+@pytest.mark.slow
 def test_fit_legends_carry_the_exponent_interval(drawn):
   a, _, figs, _ = drawn
   s = a.series[0]
@@ -125,6 +126,7 @@ def test_fit_legends_carry_the_exponent_interval(drawn):
   assert _log_slope(_line(ax, "censoring-aware fit")) == pytest.approx(e.value, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_reference_lines_have_the_papers_exponents(drawn):
   a, _, figs, _ = drawn
   fig = figs["timescales.png"]
@@ -140,6 +142,7 @@ def test_reference_lines_have_the_papers_exponents(drawn):
   assert _log_slope(ref_gen) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_onset_markers_sit_on_the_curves(drawn):
   a, _, figs, _ = drawn
   ax = _axes_titled(figs["quality_fmem.png"], "f_mem")
@@ -160,6 +163,7 @@ def test_onset_markers_sit_on_the_curves(drawn):
   assert len(gen_dots) == len(NS)
 
 
+@pytest.mark.slow
 def test_log_tick_labels_are_plain_numbers(drawn):
   _, _, figs, _ = drawn
   pattern = re.compile(r"^(\d{1,3}(,\d{3})?|\d+(\.\d+)?[kM]?|0\.\d+)$")
@@ -192,6 +196,7 @@ def test_plain_number():
                                                       "2,500", "10k", "250k", "1M"]
 
 
+@pytest.mark.slow
 def test_collapse_shows_f_mem_itself_and_the_normalised_inset(drawn):
   a, _, figs, written = drawn
   fig = figs["fmem_collapse.png"]
@@ -215,6 +220,7 @@ def test_collapse_shows_f_mem_itself_and_the_normalised_inset(drawn):
   assert "saturates at 1" in caption and "stretches" in caption
 
 
+@pytest.mark.slow
 def test_train_and_test_losses_differ_in_more_than_marker(drawn):
   _, _, figs, _ = drawn
   ax = _axes_titled(figs["losses.png"], "losses")
@@ -227,6 +233,7 @@ def test_train_and_test_losses_differ_in_more_than_marker(drawn):
   assert texts == ["train loss", "test loss"]
 
 
+@pytest.mark.slow
 def test_every_figure_has_a_vector_copy(drawn, tmp_path):
   a, out, _, written = drawn
   names = [n for n, _ in written]

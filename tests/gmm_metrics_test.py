@@ -116,6 +116,7 @@ def test_em_with_entropy_reproduces_the_em_sampler():
   np.testing.assert_array_equal(est.samples, ref)
 
 
+@pytest.mark.slow
 def test_entropy_integral_of_a_gaussian():
   """N(0, s^2 I) data, exact score: E[log P_theta] = -d/2 log(2 pi e s^2)."""
   s2 = 0.25
@@ -133,6 +134,7 @@ def test_entropy_integral_of_a_gaussian():
                                              abs=0.1)
 
 
+@pytest.mark.slow
 def test_kl_estimate_exact_and_shifted_score():
   """Exact score: KL ~ 0; the score of the mixture with mean 0.75 mu: its known KL.
 
@@ -171,6 +173,7 @@ class _ExactModel:
 
 
 @pytest.mark.parametrize("center", [False, True])
+@pytest.mark.slow
 def test_exact_score_of_each_runs_data_scores_kl_zero_for_every_n(center):
   """configs/gmm.py:cpu's evaluation of a perfect model of each run's training data.
 

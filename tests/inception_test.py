@@ -150,6 +150,7 @@ def _assert_features_close(ours, ref):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_resize_matches_torch_interpolate():
   import torch
   rng = np.random.default_rng(1)
@@ -163,6 +164,7 @@ def test_resize_matches_torch_interpolate():
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_pth_and_npz_give_the_same_params(pair):
   _, state_dict, pth, params, d = pair
   npz = str(d / "inception.npz")
@@ -181,6 +183,7 @@ def test_pth_and_npz_give_the_same_params(pair):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_pool3_features_match_pytorch_fid(pair):
   """The FID route: 32x32 RGB (CIFAR-like) -> bilinear 299 -> 2x - 1 -> pool3.
 
@@ -196,6 +199,7 @@ def test_pool3_features_match_pytorch_fid(pair):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_fid_from_both_feature_sets_agrees(pair):
   """Two sets of 5 images at 75x75, no resize (the smallest grid the network takes).
 

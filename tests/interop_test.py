@@ -61,6 +61,7 @@ def test_authors_key_names():
   assert len(sd) == 276 + 1  # 276 trainable tensors + the frozen table
 
 
+@pytest.mark.slow
 def test_mismatches_raise_data_error():
   params = _random_params(UNet(width=8))
   sd = interop.torch_state_dict_from_params(params, 8)
@@ -196,6 +197,7 @@ def _torch_unet(channels, width, channel_mult=(1, 2, 4), attention=(False, True,
   return TorchUNet()
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_torch_parameter_count_matches():
   # An independent count: the PyTorch re-statement's trainable parameters.
@@ -206,6 +208,7 @@ def test_torch_parameter_count_matches():
 
 @pytest.mark.torch
 @pytest.mark.parametrize("channels,kwargs", [(1, {}), (3, SMALL)])
+@pytest.mark.slow
 def test_forward_matches_pytorch(channels, kwargs, tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)

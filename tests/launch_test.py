@@ -58,6 +58,7 @@ def dry_run(*args):
   return result
 
 
+@pytest.mark.slow
 def test_fig3_dry_run_prints_one_job_per_width_and_the_report(tmp_path):
   root = str(tmp_path / "fig3")
   result = dry_run("--study=fig3", f"--root={root}")

@@ -111,6 +111,7 @@ def test_user_mistakes_end_with_one_line(tmp_path, args, expected, in_process):
   assert not os.path.exists(tmp_path / "wd" / "config.json")  # the workdir is not claimed
 
 
+@pytest.mark.slow
 def test_a_user_mistake_exits_2_with_one_line_from_the_command(tmp_path):
   """The one subprocess of the error cases: the exit code and stderr of the real command."""
   result = run("--config=configs/test.py", f"--workdir={tmp_path / 'wd'}",

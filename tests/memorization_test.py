@@ -161,6 +161,7 @@ def test_fmem_stats_thresholds_median_and_nan():
   assert np.all(np.isnan(out["f_mem_lo"]))
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_coverage():
   """The 95% interval covers the true fraction in ~95% of simulated experiments."""
   trials, s = 600, 400

@@ -51,6 +51,7 @@ def _one_run(dtype, n, abstract=False):
   return model, tx, schedule, spec, inputs, state
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state():
   model, tx, schedule, spec, inputs, state = _one_run("bfloat16", 128, abstract=True)
   pool = jnp.asarray(_digits()[:128])
@@ -66,6 +67,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state():
   assert "bf16" in jaxpr
 
 
+@pytest.mark.slow
 def test_evaluation_is_float32_whatever_the_training_dtype():
   """f_mem, the quality statistics and the fixed-t losses come from a float32 network
   (layers.float32_twin in programs.Programs): no bfloat16 anywhere in the evaluation."""

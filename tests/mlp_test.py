@@ -71,6 +71,7 @@ def _numpy_forward(params, x, t, width, num_blocks=3, min_freq=1e-4, labels=None
 
 
 @pytest.mark.parametrize("shape,width,blocks", [((5, 8), 32, 3), ((4, 8, 8, 1), 16, 2)])
+@pytest.mark.slow
 def test_output_equals_an_independent_forward_pass(shape, width, blocks):
   net = mlp.ResidualMLP(width=width, num_blocks=blocks)
   x = jax.random.normal(jax.random.PRNGKey(2), shape)

@@ -184,6 +184,7 @@ def test_two_processes_equal_one_process_with_resume(tmp_path):
       os.listdir(os.path.join(ref, "samples")))
 
 
+@pytest.mark.slow
 def test_missing_peer_aborts_after_the_timeout_with_a_reason(tmp_path):
   """Process 0 of 2 alone: JAX aborts at JAXDIFF_INIT_TIMEOUT; jaxdiff says why first."""
   env = env_for(0, 2, free_port(), init_timeout=2)

@@ -38,6 +38,7 @@ def text_plan():
   return run_plan("--probe_steps=5")
 
 
+@pytest.mark.slow
 def test_plan_names_runs_parameters_memory_and_speed(text_plan):
   assert text_plan.returncode == 0, text_plan.stderr[-3000:]
   out = text_plan.stdout
@@ -52,6 +53,7 @@ def test_plan_names_runs_parameters_memory_and_speed(text_plan):
   assert out.rstrip().endswith("fits")
 
 
+@pytest.mark.slow
 def test_plan_numbers(text_plan):
   """The same plan as JSON (its programs come from the compilation cache)."""
   result = run_plan("--json", "--probe_steps=2")
@@ -69,6 +71,7 @@ def test_plan_numbers(text_plan):
   assert p["collectives"] == {"chunk": {}, "evaluate": {}}
 
 
+@pytest.mark.slow
 def test_a_layout_that_does_not_fit_is_refused_with_one_line(text_plan):
   result = run_plan("--device_memory=256KiB", "--probe_steps=0")
   assert result.returncode == 2, result.stderr[-3000:]
@@ -80,6 +83,7 @@ def test_a_layout_that_does_not_fit_is_refused_with_one_line(text_plan):
   assert "does not fit" in result.stdout and "probe:" not in result.stdout
 
 
+@pytest.mark.slow
 def test_refusal_proposes_a_models_group_that_fits(text_plan):
   # Resident ~420 KiB and ~130 KiB of temporaries per run (3 per device): 800 kB leave
   # room for the temporaries of 2 runs, not 3.
@@ -93,6 +97,7 @@ def test_refusal_proposes_a_models_group_that_fits(text_plan):
   assert 1 <= int(room // per_run) < 3
 
 
+@pytest.mark.slow
 def test_huge_sample_batch_is_refused_naming_it(text_plan):
   result = run_plan("--config.eval.num_samples=200000", "--config.eval.sample_batch=200000",
                     "--device_memory=256MiB", "--probe_steps=0", "--json")
@@ -160,6 +165,7 @@ def test_fit_choice_prefers_float32_and_the_least_recomputation():
   assert plan._fit_choice(opts, 10 * gb) is None
 
 
+@pytest.mark.slow
 def test_refusal_is_consistent_with_the_machine_and_says_when_nothing_fits():
   """One device, one run computed at a time, and not even that fits: no data_parallel
   beyond the device count, no 'fewer runs per device' when models_group is already set,

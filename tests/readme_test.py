@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_memorization_example_runs(tmp_path):
   text = open(os.path.join(ROOT, "README.md")).read()
   block = re.search(r"<!-- readme-example: tests/readme_test.py runs this block -->\n"

@@ -1,7 +1,7 @@
 """Rematerialisation of the U-Net's blocks (model.remat) and bfloat16 activations:
 the same losses and gradients, less saved for the backward pass.
 
-Small shapes (W = 8, two levels, 8x8 images, batch 4), dropout on, so that the
+Small shapes (W = 8, two levels of one ResBlock, 8x8 images, batch 4), dropout on, so that the
 recomputed dropout masks are checked too.
 """
 
@@ -16,7 +16,8 @@ from jaxdiff import plan
 from jaxdiff.errors import ConfigError
 from jaxdiff.models.unet import UNet
 
-SMALL = dict(width=8, channel_mult=(1, 2), attention=(False, True), num_steps=50)
+SMALL = dict(width=8, channel_mult=(1, 2), attention=(False, True), num_res_blocks=1,
+             num_steps=50)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def setup():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((4, 8, 8, 1)), jnp.float32)
   t = jnp.asarray([1, 10, 30, 49], jnp.int32)
-  params = UNet(**SMALL).init({"params": jax.random.PRNGKey(0)}, x, t)["params"]
+  # Jitted: one compile, not one per operation of an eager init (10 s here).
+  params = jax.jit(UNet(**SMALL).init)({"params": jax.random.PRNGKey(0)}, x, t)["params"]
   return x, t, params
 
 
@@ -51,6 +53,7 @@ def compiled(setup):
 
 
 @pytest.mark.parametrize("remat", ["convs", "full"])
+@pytest.mark.slow
 def test_remat_gives_the_same_loss_and_gradients(setup, compiled, remat):
   _, _, params = setup
   key = jax.random.PRNGKey(3)
@@ -66,6 +69,7 @@ def test_remat_gives_the_same_loss_and_gradients(setup, compiled, remat):
   assert abs(float(other) - float(loss)) > 1e-6
 
 
+@pytest.mark.slow
 def test_saved_activations_shrink_with_remat_and_bfloat16():
   saved = {(r, d): plan.saved_activation_bytes(UNet(**SMALL, remat=r, dtype=d), (8, 8, 1), 16)
            for r in plan.REMAT_OPTIONS for d in plan.DTYPE_OPTIONS}
@@ -78,6 +82,7 @@ def test_saved_activations_shrink_with_remat_and_bfloat16():
   assert 1.8 * saved["none", "float32"] < double < 2.0 * saved["none", "float32"]
 
 
+@pytest.mark.slow
 def test_full_remat_recomputes_in_the_compiled_step(compiled):
   # XLA:CPU merges the recomputation back into the forward pass (its temporaries do
   # not drop: plan.memory_options), but the FLOPs show the recomputed forward pass.

@@ -161,6 +161,7 @@ def two_widths(tmp_path_factory):
   return dict(w16=w16, w32=w32, out=out, summary=summary, md=md, stdout=proc.stdout)
 
 
+@pytest.mark.slow
 def test_cli_writes_every_file(two_widths):
   out = two_widths["out"]
   assert "report.md" in two_widths["stdout"]
@@ -175,6 +176,7 @@ def test_cli_writes_every_file(two_widths):
   assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_summary_per_run_equals_known_onsets(two_widths):
   runs = two_widths["summary"]["runs"]
   assert len(runs) == 16
@@ -214,6 +216,7 @@ def _num(cell):
   return None if cell == "" else float(cell)
 
 
+@pytest.mark.slow
 def test_runs_csv_has_every_run_of_summary_json(two_widths):
   header, rows = _read_runs_csv(os.path.join(two_widths["out"], "runs.csv"))
   assert tuple(header) == RUNS_CSV_COLUMNS
@@ -287,6 +290,7 @@ def test_runs_csv_diverged_flag_and_rounding(tmp_path):
   assert [r["diverged"] for r in parsed] == ["False", "True"]
 
 
+@pytest.mark.slow
 def test_summary_fits_width_scaling_and_phase_diagram(two_widths):
   s = two_widths["summary"]
   fits = {f["width"]: f for f in s["fits"]}
@@ -345,6 +349,7 @@ def _alpha_half_width(width):
   return stats.t.ppf(0.975, len(pts) - 2) * fit.stderr
 
 
+@pytest.mark.slow
 def test_report_md_states_the_numbers(two_widths):
   md = two_widths["md"]
   for w in (16, 32):

@@ -90,7 +90,8 @@ def unrolled(tmp_path_factory):
   return wd
 
 
-@pytest.mark.parametrize("models_group", [0, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("models_group", [0, 3])
 def test_trainer_under_vmap_equals_unroll(unrolled, tmp_path, models_group):
   """The same 4-run sweep (train.Sweep on one device, every run on it) with the models
   axis batched by vmap (all 4 at once, or 3 then 1) and unrolled (one copy per run): the
@@ -113,6 +114,7 @@ def test_trainer_under_vmap_equals_unroll(unrolled, tmp_path, models_group):
                final(unrolled), final(wd))
 
 
+@pytest.mark.slow
 def test_sweep_programs_communicate_only_over_data():
   """compile_check_test's layout checks at test size (it compiles the paper's CelebA sweep
   for 16 devices; slow): the models axis split over devices, 2 runs per device batched

@@ -91,6 +91,7 @@ def test_report_reads_old_and_new_rows_alike(tmp_path):
   assert summaries[0][1][0]["tau_mem_vs_n_censored"] is not None
 
 
+@pytest.mark.slow
 def test_summary_lines_carry_the_reports_numbers(tmp_path):
   wd = _workdir(tmp_path / "wd", True)
   path = report.write_report([wd])
@@ -181,6 +182,7 @@ def _stamps(wd):
   return out
 
 
+@pytest.mark.slow
 def test_rows_are_flat_and_rounded(finished):
   wd, _ = finished
   rows = fileio.read_jsonl(os.path.join(wd, "metrics.jsonl"))
@@ -197,6 +199,7 @@ def test_rows_are_flat_and_rounded(finished):
     assert row["quality"] is not None and row["quality_std"] is None  # fid_num_sets = 1
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_workdir_touches_nothing(finished, monkeypatch, capsys):
   wd, path = finished
   before = _stamps(wd)
@@ -210,6 +213,7 @@ def test_rerun_of_a_finished_workdir_touches_nothing(finished, monkeypatch, caps
   assert _stamps(wd) == before
 
 
+@pytest.mark.slow
 def test_rerun_from_the_command_line_prints_the_summary(finished):
   wd, path = finished
   before = _stamps(wd)
@@ -227,6 +231,7 @@ def test_rerun_from_the_command_line_prints_the_summary(finished):
   assert _stamps(wd) == before
 
 
+@pytest.mark.slow
 def test_rewrite_report_rewrites_only_the_report(finished, monkeypatch):
   wd, path = finished
   before = _stamps(wd)
@@ -247,6 +252,7 @@ def _building(*args, **kwargs):
 
 
 @pytest.mark.parametrize("change", ["num_steps", "metrics", "marker"])
+@pytest.mark.slow
 def test_what_is_not_finished_trains_on(finished, tmp_path, monkeypatch, change):
   import shutil
   wd = str(tmp_path / "wd")

@@ -111,6 +111,7 @@ def run_gd(w, x, mats, dtau, num_steps, num_seeds=8):
   return sim, exact, gap
 
 
+@pytest.mark.slow
 def test_simulated_gd_follows_the_closed_form_curves():
   w, x, mats = small_problem()
   sim, exact, gap = run_gd(w, x, mats, dtau=0.05, num_steps=40_000)

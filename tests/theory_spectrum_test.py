@@ -103,6 +103,7 @@ def test_structured_covariance_fig4_right():
   assert empirical.ks_distance(ev[ev >= 2], g2, r2) < 0.08
 
 
+@pytest.mark.slow
 def test_solver_is_robust_to_its_continuation_schedule():
   g = np.concatenate([np.linspace(-0.5, 1, 401), np.geomspace(1, 80, 400)])
   for psi_p, psi_n, t in [(64, 32, 0.01), (8, 32, 0.1), (32, 1, 0.01)]:

@@ -22,6 +22,7 @@ def quick(tmp_path_factory):
     return workdir, report_dir, json.load(f)
 
 
+@pytest.mark.slow
 def test_writes_config_stages_and_report(quick):
   workdir, report_dir, _ = quick
   assert report_dir == os.path.join(workdir, "report")
@@ -79,6 +80,7 @@ def test_spectrum_histogram_bins_and_peak():
       "Σ eigenvalues 0.5, 1.5 (fractions 0.5, 0.5)")
 
 
+@pytest.mark.slow
 def test_summary_numbers(quick):
   _, _, s = quick
   c001 = next(c for c in s["constants"] if c["t"] == 0.01)
@@ -99,6 +101,7 @@ def test_summary_numbers(quick):
   assert len(s["escore"]["estar_mean"]) == 4 and s["escore"]["fit"]["slope"] < 0
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_stages(quick):
   workdir, _, _ = quick
   stage_dir = os.path.join(workdir, "stages")
@@ -115,6 +118,7 @@ def test_rerun_reuses_finished_stages(quick):
       n: t for n, t in before.items() if n != "heatmap.npz"}
 
 
+@pytest.mark.slow
 def test_a_different_config_is_refused(quick):
   workdir, _, _ = quick
   config = rf_config.get_config("quick")
@@ -135,6 +139,7 @@ def test_bad_values_are_config_errors(tmp_path, key, value):
   assert not os.path.exists(tmp_path / "wd")  # nothing written before validation
 
 
+@pytest.mark.slow
 def test_command_line_reports_a_bad_value_in_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "jaxdiff.main", "--config=configs/random_features.py:quick",

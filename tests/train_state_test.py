@@ -38,6 +38,7 @@ def test_sgd_momentum_is_pytorchs():
   np.testing.assert_allclose(p, ref, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_adam_matches_torch():
   import torch

@@ -106,6 +106,7 @@ def reference(tmp_path_factory):
   return workdir, sweep, counts["traces"]
 
 
+@pytest.mark.slow
 def test_run_alone_equals_run_in_sweep(reference, tmp_path):
   ref, _, _ = reference
   alone = tiny_config(**dict(REF, **{"data.n_train": (16,), "data.seeds": (1,)}))
@@ -119,6 +120,7 @@ def test_run_alone_equals_run_in_sweep(reference, tmp_path):
                final_params(ref), final_params(tmp_path / "alone"))
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight(reference, tmp_path):
   ref, _, _ = reference
   # 4 runs on 8 devices: padded to 8, one run per device.
@@ -130,6 +132,7 @@ def test_one_device_equals_eight(reference, tmp_path):
     assert_rows_close(r1[key], r8[key], rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_runs_computed_in_groups_equal_all_at_once(reference, tmp_path):
   ref, _, _ = reference
   # 4 runs on one device, 3 at a time: a group of 3 then a remainder of 1.
@@ -143,6 +146,7 @@ def test_runs_computed_in_groups_equal_all_at_once(reference, tmp_path):
                final_params(ref), final_params(tmp_path / "grouped"))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(reference, tmp_path):
   ref, _, _ = reference
   config, wd = tiny_config(**REF), str(tmp_path / "resumed")
@@ -163,6 +167,7 @@ def test_resume_equals_uninterrupted(reference, tmp_path):
   assert open(os.path.join(wd, "metrics.jsonl")).read() == before
 
 
+@pytest.mark.slow
 def test_chunk_compiled_once_for_lengths_and_n_grids(reference):
   _, sweep, compiles = reference
   assert compiles == 1  # chunks of 15 and 5 steps: one program (the counter counts)
@@ -178,6 +183,7 @@ def test_chunk_compiled_once_for_lengths_and_n_grids(reference):
 
 
 
+@pytest.mark.slow
 def test_foreign_workdir_refused(reference, tmp_path):
   ref, _, _ = reference
   changed = tiny_config(**dict(REF, **{"model.width": 24, "train.num_steps": 80}))
@@ -213,6 +219,7 @@ def test_batch_policies(policy, n, expected):
     np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
 
 
+@pytest.mark.slow
 def test_divergence_is_reported(tmp_path):
   config = tiny_config(**{"data.n_train": (8, 16), "data.seeds": (0,),
                           "optim.lr": (1e6,), "optim.name": "sgd"})
@@ -220,6 +227,7 @@ def test_divergence_is_reported(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / "wd"), devices=jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_data_axis_splits_the_batch(reference, tmp_path):
   """4 runs x 2 data shards on 8 devices: each run's batch is split and the gradients
   summed over 'data'; the numbers equal the one-device reference."""
@@ -232,6 +240,7 @@ def test_data_axis_splits_the_batch(reference, tmp_path):
     assert_rows_close(r1[key], r2[key], rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_step_updates_ema():
   from jaxdiff import diffusion
   from jaxdiff.models.mlp import ResidualMLP

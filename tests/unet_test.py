@@ -87,6 +87,7 @@ def _apply(model, params, x, t, train=False, key=None):
   return model.apply({"params": params}, x, t, train=train, rngs=rngs)
 
 
+@pytest.mark.slow
 def test_output_shape_dtype_and_channels():
   for channels in (1, 3):
     model = UNet(**SMALL)
@@ -101,6 +102,7 @@ def test_output_shape_dtype_and_channels():
     assert not np.allclose(y[0], y2[0]) and np.allclose(y[1], y2[1])
 
 
+@pytest.mark.slow
 def test_pytorch_default_initialisation():
   model = UNet(**TINY)
   params = _init(model)
@@ -184,6 +186,7 @@ def test_bfloat16_compute_is_close_to_float32():
   assert float(jnp.max(jnp.abs(y16 - y32))) < 0.05 * float(jnp.max(jnp.abs(y32)))
 
 
+@pytest.mark.slow
 def test_models_axis_unroll_gives_per_model_gradients():
   """A vmapped training gradient with conv_batching="unroll" equals K separate one-model
   gradients (every conv path is checked against per-model convolutions, forward and
