@@ -68,8 +68,8 @@ def digits():
 def test_classifier_fd_on_digits_ranks_sample_quality(digits, tmp_path, monkeypatch):
   x_train, y_train, ref, other, y_other = digits
   # Width 16 at batch 32: 0.94 validation accuracy in 200 steps; the default width 32 at
-  # batch 64 reached 0.95 in 150 steps but took 36 s here against 6 s (a test-level
-  # XLA:CPU compiles at level 0, tests/conftest.py, where convolutions run slowly).
+  # batch 64 reached 0.95 in 150 steps but took 36 s here against 6 s (the tests compile
+  # at XLA:CPU's level 0, tests/conftest.py, where these convolutions run slowly).
   cfg = quality.ClassifierConfig(steps=200, batch_size=32, width=16)
   metric = quality.make_quality_metric(
       "classifier_fd", reference_sets=[ref], train_images=x_train, train_labels=y_train,
