@@ -132,3 +132,36 @@ def test_sweep_programs_communicate_only_over_data():
   assert set(p.collectives["chunk"]) == {"all-reduce"}, p.collectives
   assert set(p.collectives["chunk"]["all-reduce"]) == {2}, p.collectives
   assert p.collectives["evaluate"] == {}, p.collectives
+
+
+# ------------------------------------------------ the init: one run's draws, batched
+
+
+def _init_config(model):
+  c = test_config.get_config()
+  c.data.n_train, c.data.seeds = (8, 16), (0, 1, 2)
+  c.train.models_axis = "unroll"  # per-run copies for the step; the init is vmapped anyway
+  if model == "unet":  # one ResBlock and attention at two levels of width 8, as the smoke check
+    c.model.update(name="unet", width=8, channel_mult=(1, 1), attention=(False, True),
+                   num_res_blocks=1)
+  return c
+
+
+@pytest.mark.parametrize("model", ["mlp", pytest.param("unet", marks=pytest.mark.slow)])
+def test_programs_init_equals_each_run_initialised_alone(model):
+  """programs.Programs vmaps the init under every models-axis strategy (its parameter
+  draws cost nothing batched): each run's state is bit for bit that of
+  train_state.create_train_state for that run alone, i.e. what per-run copies give."""
+  from jaxdiff import setup
+  from jaxdiff import train_state
+  built = setup.build(_init_config(model), jax.devices()[:1], stand_in=True)
+  assert built.layout.strategy == "unroll"
+  inputs = built.host_inputs
+  stacked_state = built.programs.init(inputs)
+  alone = jax.jit(lambda inp: train_state.create_train_state(
+      built.model, built.tx, inp["key"], inp["lr"], inp["n"], built.example,
+      built.table.capacity, built.config.optim.ema_decay > 0))
+  for m in range(built.num_padded):
+    state = alone({k: v[m] for k, v in inputs.items()})
+    jax.tree.map(lambda s, a: np.testing.assert_array_equal(np.asarray(s)[m], np.asarray(a)),
+                 stacked_state, state)
