@@ -12,7 +12,9 @@ from configs import test as test_config
 from jaxdiff import checkpointing
 from jaxdiff import fileio
 from jaxdiff import models_axis
+from jaxdiff import setup
 from jaxdiff import train
+from jaxdiff import train_state
 
 
 def one_run(per_model, shared):
@@ -152,8 +154,6 @@ def test_programs_init_equals_each_run_initialised_alone(model):
   """programs.Programs vmaps the init under every models-axis strategy (its parameter
   draws cost nothing batched): each run's state is bit for bit that of
   train_state.create_train_state for that run alone, i.e. what per-run copies give."""
-  from jaxdiff import setup
-  from jaxdiff import train_state
   built = setup.build(_init_config(model), jax.devices()[:1], stand_in=True)
   assert built.layout.strategy == "unroll"
   inputs = built.host_inputs
